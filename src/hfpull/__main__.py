@@ -1,0 +1,3 @@
+from hfpull.cli import main
+
+main()

@@ -1,0 +1,173 @@
+"""The importable core: ``hfpull.get()``. The CLI is a thin layer over this module."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import DiskError, RepoNotFoundError
+from .events import ProgressCallback, ProgressEvent, ignore
+from .fetch import Engine, group_by_blob
+from .http import thread_session
+from .hub import HubClient
+from .models import REPO_TYPES, FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
+from .names import validate_repo_id, validate_revision
+from .partial import held_bytes
+from .plan import build_plan
+from .settings import Settings, from_environment
+from .sources import RetryPolicy, SourcePool
+from .store import CacheLayout, LocalDirLayout
+from .transfer import FetchContext
+
+Layout = CacheLayout | LocalDirLayout
+
+
+def get(
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    revision: str = "main",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Download ``repo_id`` at ``revision``; return the snapshot folder (or the local dir)."""
+    result = download(
+        repo_id,
+        repo_type=repo_type,
+        revision=revision,
+        include=include,
+        exclude=exclude,
+        settings=settings,
+        progress=progress,
+    )
+    return Path(result.path)
+
+
+class Session:
+    """One repo request, resolved and planned; ``run()`` downloads. Used by get and --dry-run."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        *,
+        repo_type: str = "model",
+        revision: str = "main",
+        settings: Settings | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        if repo_type not in REPO_TYPES:
+            raise ValueError(f"repo_type must be one of {REPO_TYPES}")
+        self.repo = RepoRef(validate_repo_id(repo_id), repo_type)
+        self.revision = validate_revision(revision)
+        self.settings = settings or from_environment()
+        self.emit = progress or ignore
+        self.pool = SourcePool.from_settings(self.settings)
+        self.policy = RetryPolicy.from_settings(self.settings)
+        self.hub = HubClient(self.settings, self.pool, self.policy, thread_session)
+        self.cache = CacheLayout(self.settings.cache_dir, self.repo)
+        self.layout: Layout = (
+            LocalDirLayout(self.settings.local_dir, self.cache)
+            if self.settings.local_dir is not None
+            else self.cache
+        )
+
+    def plan(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Plan:
+        try:
+            snapshot = self.hub.resolve(self.repo, self.revision)
+        except RepoNotFoundError as error:
+            raise self.hub.not_found_with_hint(error, self.repo) from None
+        commit = snapshot.commit
+
+        def local_state(file: RemoteFile) -> tuple[FileStatus, int]:
+            status = self.layout.status(file, commit)
+            held = held_bytes(self.layout.partial_dir, file) if status is FileStatus.FETCH else 0
+            return status, held
+
+        return build_plan(snapshot, include, exclude, local_state)
+
+    def free_disk(self) -> int:
+        root = self.layout.disk_root
+        probe = next((p for p in (root, *root.parents) if p.exists()), Path("/"))
+        return shutil.disk_usage(probe).free
+
+    def run(self, plan: Plan) -> GetResult:
+        started = time.monotonic()
+        snapshot = plan.snapshot
+        need = plan.bytes_to_fetch
+        self.emit(ProgressEvent("plan", size=need, nbytes=len(plan.to_fetch)))
+        if self.settings.check_disk and need:
+            free = self.free_disk()
+            if need > free:
+                raise DiskError(
+                    f"not enough disk space in {self.layout.disk_root}: "
+                    f"need {_gb(need)}, free {_gb(free)}",
+                    hint="free some space, or choose another --cache-dir / --local-dir",
+                )
+        to_link = [p.file for p in plan.files if p.status is FileStatus.LINK]
+        for group in group_by_blob(to_link):
+            self.layout.place_existing(group, snapshot.commit)
+        ctx = FetchContext(
+            settings=self.settings,
+            pool=self.pool,
+            policy=self.policy,
+            repo=self.repo,
+            commit=snapshot.commit,
+            session=thread_session,
+            cancel=threading.Event(),
+            emit=self.emit,
+        )
+        outcomes = Engine(ctx, self.layout).download(group_by_blob(p.file for p in plan.to_fetch))
+        path = self.layout.finish(snapshot)
+        by_etag = {o.etag: o for o in outcomes}
+        files = []
+        for planned in plan.files:
+            f = planned.file
+            outcome = by_etag.get(f.etag)
+            fetched = planned.status is FileStatus.FETCH and outcome is not None and outcome.source
+            status = "downloaded" if fetched else "present"
+            files.append(
+                FileResult(
+                    f.path,
+                    f.size,
+                    f.etag,
+                    f.is_lfs,
+                    status,
+                    outcome.source if fetched and outcome else None,
+                )
+            )
+        files += [
+            FileResult(f.path, f.size, f.etag, f.is_lfs, "skipped", None) for f in plan.skipped
+        ]
+        return GetResult(
+            snapshot=snapshot,
+            path=str(path),
+            files=tuple(files),
+            bytes_downloaded=sum(o.bytes_received for o in outcomes),
+            seconds=time.monotonic() - started,
+        )
+
+
+def download(
+    repo_id: str,
+    *,
+    repo_type: str = "model",
+    revision: str = "main",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    settings: Settings | None = None,
+    progress: ProgressCallback | None = None,
+) -> GetResult:
+    """Like :func:`get`, returning the full report (files, bytes, seconds)."""
+    session = Session(
+        repo_id, repo_type=repo_type, revision=revision, settings=settings, progress=progress
+    )
+    return session.run(session.plan(include, exclude))
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -1,0 +1,187 @@
+"""The parallel engine: many blobs at once, each owned through a partial, published verified.
+
+Blobs are scheduled once per distinct hash (two paths with the same content download once).
+A heartbeat thread keeps every open partial's journal fresh, so other processes can tell a
+live download from an abandoned one. Ctrl-C stops everything promptly and keeps partials.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
+from .events import ProgressEvent
+from .models import FileStatus, RemoteFile
+from .partial import BUSY, Partial, claim
+from .store import ensure_dirs
+from .transfer import BlobTransfer, Cancelled, FetchContext
+
+HEARTBEAT_SECONDS = 2.0
+BUSY_POLL_SECONDS = 0.5
+_FATAL = (DiskError, AuthError, UnsafeInputError)  # no point letting other files continue
+
+
+class Layout(Protocol):
+    @property
+    def partial_dir(self) -> Path: ...
+    @property
+    def disk_root(self) -> Path: ...
+    def status(self, file: RemoteFile, commit: str) -> FileStatus: ...
+    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None: ...
+    def place_existing(self, files: list[RemoteFile], commit: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class BlobOutcome:
+    etag: str
+    source: str | None  # host(s) that sent the bytes; None when another process did
+    bytes_received: int
+
+
+@dataclass
+class _Heartbeat:
+    partials: set[Partial] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self.stop.wait(HEARTBEAT_SECONDS):
+            with self.lock:
+                partials = list(self.partials)
+            for partial in partials:
+                try:
+                    partial.heartbeat()
+                except OSError:
+                    pass  # the next write will report a real disk problem
+
+    def track(self, partial: Partial) -> None:
+        with self.lock:
+            self.partials.add(partial)
+
+    def untrack(self, partial: Partial) -> None:
+        with self.lock:
+            self.partials.discard(partial)
+
+
+class Engine:
+    def __init__(self, ctx: FetchContext, layout: Layout) -> None:
+        self.ctx = ctx
+        self.layout = layout
+        self._heartbeat = _Heartbeat()
+
+    def download(self, groups: Iterable[list[RemoteFile]]) -> list[BlobOutcome]:
+        """Fetch each group (files sharing one blob) and publish it; raise the first failure."""
+        groups = list(groups)
+        if not groups:
+            return []
+        ensure_dirs(self.layout.disk_root, self.layout.partial_dir)
+        beat = threading.Thread(target=self._heartbeat.run, name="hfpull-heartbeat", daemon=True)
+        beat.start()
+        workers = min(self.ctx.settings.max_workers, len(groups))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="hfpull-file")
+        futures: dict[Future[BlobOutcome], list[RemoteFile]] = {
+            pool.submit(self._one_blob, group): group for group in groups
+        }
+        outcomes: list[BlobOutcome] = []
+        errors: list[BaseException] = []
+        try:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                for future in done:
+                    exc = future.exception()
+                    if exc is None:
+                        outcomes.append(future.result())
+                    elif not isinstance(exc, Cancelled):
+                        errors.append(exc)
+                        self.ctx.emit(
+                            ProgressEvent("fail", futures[future][0].path, message=str(exc))
+                        )
+                        if isinstance(exc, _FATAL) or not isinstance(exc, HfpullError):
+                            self.ctx.cancel.set()
+        except KeyboardInterrupt:
+            self.ctx.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise Interrupted(
+                "interrupted; partial downloads are kept",
+                hint="run the same command again to resume",
+            ) from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._heartbeat.stop.set()
+        if errors:
+            raise errors[0]
+        if self.ctx.cancel.is_set():
+            raise Interrupted(
+                "interrupted; partial downloads are kept", hint="run it again to resume"
+            )
+        return outcomes
+
+    def _one_blob(self, files: list[RemoteFile]) -> BlobOutcome:
+        file = files[0]
+        commit = self.ctx.commit
+        partial = self._claim(files)
+        if partial is None:  # another process finished it while we waited
+            self.layout.place_existing(files, commit)
+            self.ctx.emit(ProgressEvent("done", file.path, size=file.size, message="present"))
+            return BlobOutcome(file.etag, None, 0)
+        self._heartbeat.track(partial)
+        transfer = BlobTransfer(self.ctx, file, partial)
+        already = partial.snapshot_done().total()
+        self.ctx.emit(ProgressEvent("start", file.path, size=file.size, nbytes=already))
+        try:
+            transfer.run()
+            self._publish(partial, files, commit)
+        except BaseException:
+            if partial.fd >= 0:
+                partial.release()  # keep what we have for the next run
+            raise
+        finally:
+            self._heartbeat.untrack(partial)
+        hosts = ", ".join(dict.fromkeys(transfer.sources_used)) or None
+        self.ctx.emit(ProgressEvent("done", file.path, size=file.size, message="downloaded"))
+        return BlobOutcome(file.etag, hosts, transfer.bytes_received)
+
+    def _claim(self, files: list[RemoteFile]) -> Partial | None:
+        """Own this blob's partial, waiting while another live process downloads it."""
+        file = files[0]
+        waited = False
+        while True:
+            if self.ctx.cancel.is_set():
+                raise Cancelled
+            if waited and self.layout.status(file, self.ctx.commit) is not FileStatus.FETCH:
+                return None
+            result = claim(self.layout.partial_dir, file)
+            if result is not BUSY:
+                assert isinstance(result, Partial)
+                return result
+            if not waited:
+                self.ctx.emit(
+                    ProgressEvent(
+                        "wait", file.path, message="another hfpull process is fetching it"
+                    )
+                )
+                waited = True
+            time.sleep(BUSY_POLL_SECONDS)
+
+    def _publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
+        try:
+            self.layout.publish(partial, files, commit)
+        except OSError as exc:
+            raise DiskError(
+                f"could not publish {files[0].path}: {exc.strerror}",
+                hint="check permissions and free space; the run can be repeated safely",
+            ) from exc
+
+
+def group_by_blob(files: Iterable[RemoteFile]) -> list[list[RemoteFile]]:
+    groups: dict[str, list[RemoteFile]] = {}
+    for file in files:
+        groups.setdefault(file.etag, []).append(file)
+    return list(groups.values())

@@ -1,0 +1,54 @@
+"""Streaming content hashes: SHA-256 for LFS files, git blob SHA-1 for the rest.
+
+No network or filesystem policy here; ``verify.py`` builds on these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Protocol
+
+from .models import RemoteFile
+
+READ_CHUNK = 1 << 20
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def new_hasher(file: RemoteFile) -> Hasher:
+    """A hasher whose final hexdigest must equal ``file.etag`` when the bytes are right."""
+    if file.is_lfs:
+        return hashlib.sha256()
+    git = hashlib.sha1()  # noqa: S324 - git's object id, not a security primitive on its own
+    git.update(b"blob %d\0" % file.size)
+    return git
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324
+
+
+def hash_range(fd: int, hasher: Hasher, start: int, end: int) -> None:
+    """Feed bytes [start, end) of an open file into ``hasher``; memory stays at one chunk."""
+    pos = start
+    while pos < end:
+        chunk = os.pread(fd, min(READ_CHUNK, end - pos), pos)
+        if not chunk:
+            raise OSError(f"file shorter than expected while hashing (at byte {pos})")
+        hasher.update(chunk)
+        pos += len(chunk)
+
+
+def hash_file(path: str, file: RemoteFile) -> str:
+    """Hex digest of a whole file, using the hash that ``file`` is published under."""
+    hasher = new_hasher(file)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        hash_range(fd, hasher, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    return hasher.hexdigest()

@@ -1,0 +1,98 @@
+"""Ordered download sources (mirrors first, then the origin), their health, and retry timing."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import NetworkError
+from .http import host_of, origin
+from .settings import Settings
+
+
+@dataclass(eq=False)
+class Source:
+    base_url: str
+    is_origin: bool
+    consecutive_failures: int = 0
+    dropped: bool = False
+    honours_ranges: bool = True
+
+    @property
+    def host(self) -> str:
+        return host_of(self.base_url)
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return origin(self.base_url)
+
+
+@dataclass
+class SourcePool:
+    """Thread-safe list of sources; one that keeps failing is dropped for the rest of the run."""
+
+    sources: list[Source]
+    drop_after: int = 8
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SourcePool:
+        urls = settings.sources
+        return cls(
+            [Source(url, is_origin=(url == settings.endpoint.rstrip("/"))) for url in urls],
+            drop_after=settings.source_drop_after,
+        )
+
+    def active(self) -> list[Source]:
+        with self._lock:
+            return [s for s in self.sources if not s.dropped]
+
+    def succeeded(self, source: Source) -> None:
+        with self._lock:
+            source.consecutive_failures = 0
+
+    def failed(self, source: Source) -> None:
+        with self._lock:
+            source.consecutive_failures += 1
+            if source.consecutive_failures >= self.drop_after:
+                source.dropped = True
+
+    def describe(self) -> str:
+        return ", ".join(s.host for s in self.sources)
+
+    def exhausted_error(self, what: str, last_problem: str | None) -> NetworkError:
+        detail = f": {last_problem}" if last_problem else ""
+        return NetworkError(
+            f"could not fetch {what} from any source ({self.describe()}){detail}",
+            hint="check the network, the endpoint (--endpoint/HF_ENDPOINT) and --mirror URLs; "
+            "run the same command again to resume",
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_retries=settings.max_retries,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+            retry_after_max=settings.retry_after_max,
+        )
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Exponential backoff with jitter; a server's Retry-After wins when it is longer."""
+        backoff = min(self.backoff_max, self.backoff_base * 2.0 ** max(0, attempt - 1))
+        backoff *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
+        if retry_after is not None:
+            return float(min(self.retry_after_max, max(backoff, retry_after)))
+        return float(backoff)

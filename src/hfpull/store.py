@@ -1,0 +1,280 @@
+"""Where verified bytes go: the Hugging Face cache layout, or a plain --local-dir.
+
+Both layouts publish the same way: the verified partial is fsynced and renamed onto its final
+name (atomic), then pointers/metadata are written with temp-file + ``os.replace``. Nothing
+unverified is ever at a final path, and a failed run never damages what was complete before.
+Directories below the target are created without following symlinks, so a planted link can
+never redirect a write outside the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from .errors import DiskError, UnsafeInputError
+from .hashing import hash_file
+from .models import FileStatus, RemoteFile, RepoRef, Snapshot
+from .names import COMMIT_RE
+from .partial import Partial
+
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by hfpull (huggingface_hub layout).\n"
+)
+
+
+class CacheLayout:
+    """``<cache>/models--org--name/{blobs,snapshots/<commit>,refs,trees}`` as huggingface_hub."""
+
+    def __init__(self, cache_dir: Path, repo: RepoRef) -> None:
+        self.cache_dir = cache_dir
+        self.repo_dir = cache_dir / repo.cache_folder_name
+        self.blobs_dir = self.repo_dir / "blobs"
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.blobs_dir  # partials live beside their final blob
+
+    @property
+    def disk_root(self) -> Path:
+        return self.cache_dir
+
+    def result_path(self, commit: str) -> Path:
+        return self.repo_dir / "snapshots" / commit
+
+    def blob_path(self, file: RemoteFile) -> Path:
+        return self.blobs_dir / file.etag
+
+    def pointer_path(self, commit: str, file: RemoteFile) -> Path:
+        return self.result_path(commit) / file.path
+
+    def status(self, file: RemoteFile, commit: str) -> FileStatus:
+        blob = self.blob_path(file)
+        if not _has_size(blob, file.size):
+            return FileStatus.FETCH
+        pointer = self.pointer_path(commit, file)
+        if pointer.is_symlink():
+            target = os.path.normpath(os.path.join(pointer.parent, os.readlink(pointer)))
+            if target == os.path.normpath(blob) and _has_size(pointer, file.size):
+                return FileStatus.PRESENT
+        elif _has_size(pointer, file.size, follow=False):
+            return FileStatus.PRESENT  # a copy (filesystems without symlinks)
+        return FileStatus.LINK
+
+    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
+        _move_into_place(partial, self.blob_path(files[0]))
+        self.place_existing(files, commit)
+
+    def place_existing(self, files: list[RemoteFile], commit: str) -> None:
+        for file in files:
+            pointer = self.pointer_path(commit, file)
+            ensure_dirs(self.repo_dir, pointer.parent)
+            blob = self.blob_path(file)
+            _atomic_symlink(os.path.relpath(blob, pointer.parent), pointer, copy_from=blob)
+
+    def finish(self, snapshot: Snapshot) -> Path:
+        """Write ``refs/<revision>`` (branches and tags) and the tree cache; return the snapshot."""
+        ensure_dirs(self.cache_dir, self.repo_dir)
+        tag = self.cache_dir / "CACHEDIR.TAG"
+        if not tag.exists():
+            _atomic_write(tag, CACHEDIR_TAG.encode())
+        write_tree_cache(self.repo_dir, snapshot)
+        if snapshot.revision != snapshot.commit:
+            ref = self.repo_dir / "refs" / snapshot.revision
+            ensure_dirs(self.repo_dir, ref.parent)
+            _atomic_write(ref, snapshot.commit.encode())
+        snapshot_dir = self.result_path(snapshot.commit)
+        ensure_dirs(self.repo_dir, snapshot_dir)
+        return snapshot_dir
+
+
+class LocalDirLayout:
+    """Plain files at their repo paths, plus huggingface_hub's local-dir metadata:
+    ``.cache/huggingface/download/<path>.metadata`` = commit, etag, timestamp."""
+
+    def __init__(self, local_dir: Path, cache: CacheLayout | None = None) -> None:
+        self.root = local_dir
+        self.meta_dir = local_dir / ".cache" / "huggingface"
+        self.cache = cache  # the main HF cache: its blobs are copied instead of downloaded
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.meta_dir / "download"
+
+    @property
+    def disk_root(self) -> Path:
+        return self.root
+
+    def result_path(self, commit: str) -> Path:
+        return self.root
+
+    def target(self, file: RemoteFile) -> Path:
+        return self.root / file.path
+
+    def metadata_path(self, file: RemoteFile) -> Path:
+        return self.meta_dir / "download" / f"{file.path}.metadata"
+
+    def status(self, file: RemoteFile, commit: str) -> FileStatus:
+        target = self.target(file)
+        if not target.is_symlink() and _has_size(target, file.size, follow=False):
+            if self._metadata_etag(file, target) == file.etag:
+                return FileStatus.PRESENT
+            # No trustworthy metadata (e.g. written by another tool): adopt it if the hash fits.
+            if hash_file(str(target), file) == file.etag:
+                self._write_metadata(file, commit)
+                return FileStatus.PRESENT
+        if self.cache is not None and _has_size(self.cache.blob_path(file), file.size):
+            return FileStatus.LINK
+        return FileStatus.FETCH
+
+    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
+        first = files[0]
+        ensure_dirs(self.root, self.target(first).parent)
+        _move_into_place(partial, self.target(first))
+        self._write_metadata(first, commit)
+        self._copy_to(self.target(first), files[1:], commit)
+
+    def place_existing(self, files: list[RemoteFile], commit: str) -> None:
+        assert self.cache is not None
+        self._copy_to(self.cache.blob_path(files[0]), files, commit)
+
+    def finish(self, snapshot: Snapshot) -> Path:
+        ensure_dirs(self.root, self.meta_dir)
+        gitignore = self.meta_dir / ".gitignore"
+        if not gitignore.exists():
+            _atomic_write(gitignore, b"*")
+        tag = self.meta_dir / "CACHEDIR.TAG"
+        if not tag.exists():
+            _atomic_write(tag, CACHEDIR_TAG.encode())
+        write_tree_cache(self.meta_dir, snapshot)
+        return self.root
+
+    def _copy_to(self, source: Path, files: list[RemoteFile], commit: str) -> None:
+        for file in files:
+            target = self.target(file)
+            ensure_dirs(self.root, target.parent)
+            tmp = _tmp_name(target)
+            try:
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            except BaseException:
+                _unlink_quiet(tmp)
+                raise
+            self._write_metadata(file, commit)
+
+    def _metadata_etag(self, file: RemoteFile, target: Path) -> str | None:
+        try:
+            commit, etag, stamp = self.metadata_path(file).read_text().split("\n")[:3]
+            valid = COMMIT_RE.match(commit) and target.stat().st_mtime - 1 <= float(stamp)
+        except (OSError, ValueError):
+            return None
+        return etag if valid else None
+
+    def _write_metadata(self, file: RemoteFile, commit: str) -> None:
+        path = self.metadata_path(file)
+        ensure_dirs(self.meta_dir, path.parent)
+        _atomic_write(path, f"{commit}\n{file.etag}\n{time.time()}\n".encode())
+
+
+def write_tree_cache(folder: Path, snapshot: Snapshot) -> None:
+    """``trees/<commit>.json`` in huggingface_hub's format, so its offline mode can tell a
+    complete snapshot from a partial one (and hfpull can skip listing a known commit)."""
+    path = folder / "trees" / f"{snapshot.commit}.json"
+    if path.exists():
+        return
+    files = {}
+    for f in snapshot.files:
+        entry: dict[str, object] = {"size": f.size, "blob_id": f.blob_id}
+        if f.sha256 is not None:
+            entry.update(lfs_sha256=f.sha256, lfs_size=f.size)
+        files[f.path] = entry
+    body = json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True)
+    ensure_dirs(folder, path.parent)
+    _atomic_write(path, body.encode())
+
+
+def ensure_dirs(root: Path, directory: Path) -> None:
+    """mkdir -p ``directory`` below ``root`` without following any symlink below ``root``."""
+    relative = directory.relative_to(root)
+    current = root
+    current.mkdir(parents=True, exist_ok=True)
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeInputError(
+                f"refusing to write through the symlink {current}",
+                hint="remove the link; hfpull never follows links inside its target",
+            )
+        try:
+            current.mkdir()
+        except FileExistsError:
+            if not current.is_dir():
+                raise DiskError(f"{current} exists and is not a folder") from None
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move_into_place(partial: Partial, final: Path) -> None:
+    os.fsync(partial.fd)
+    partial.close()
+    os.chmod(partial.data_path, 0o644)
+    os.replace(partial.data_path, final)
+    fsync_dir(final.parent)
+    partial.discard()  # removes the journal; the data file is already renamed
+
+
+def _atomic_symlink(link_target: str, path: Path, copy_from: Path) -> None:
+    if path.is_symlink() and os.readlink(path) == link_target:
+        return
+    tmp = _tmp_name(path)
+    try:
+        os.symlink(link_target, tmp)
+    except OSError:  # no symlinks here (some Windows/FUSE setups): copy, as huggingface_hub does
+        shutil.copyfile(copy_from, tmp)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.hfpull-{secrets.token_hex(4)}.tmp")
+
+
+def _has_size(path: Path, size: int, follow: bool = True) -> bool:
+    try:
+        return os.stat(path, follow_symlinks=follow).st_size == size
+    except OSError:
+        return False
+
+
+def _unlink_quiet(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,416 @@
+"""Fetch one blob into a partial: Range requests over the sources, retries, hash as bytes land.
+
+Every response is checked before a byte of it is written: status, Content-Range (start, end
+and total), Content-Length and Content-Encoding. A 200 to a Range request that does not start
+at 0 means the source ignores ranges. The blob's hash is computed over the contiguous prefix
+as it grows, so it is ready when the last byte lands; ranges that finish out of order are read
+back from the page cache when the prefix reaches them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import requests
+import urllib3.exceptions
+
+from .errors import DiskError, HfpullError, IntegrityError
+from .events import ProgressCallback, ProgressEvent
+from .hashing import Hasher, hash_range, new_hasher
+from .http import (
+    error_from_response,
+    host_of,
+    origin,
+    parse_content_range,
+    parse_retry_after,
+    request_following_redirects,
+)
+from .models import RemoteFile, RepoRef
+from .partial import Partial
+from .settings import Settings
+from .sources import RetryPolicy, Source, SourcePool
+
+READ_CHUNK = 1 << 20
+_TRANSPORT_ERRORS = (
+    requests.RequestException,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class Cancelled(Exception):
+    """The run is stopping (Ctrl-C, or another file hit a fatal error)."""
+
+
+class _Transient(Exception):
+    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after = retry_after
+
+
+class _Refused(Exception):
+    """A definitive answer from this source (not found, gated...): try the next source."""
+
+    def __init__(self, error: HfpullError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class _Expired(Exception):
+    """The cached CDN URL stopped working (signature expired): resolve it again."""
+
+
+class _RangeIgnored(Exception):
+    pass
+
+
+class NoRangeSupport(Exception):
+    """No remaining source honours Range for a request that does not start at byte 0."""
+
+
+@dataclass
+class FetchContext:
+    """What every transfer of one run shares."""
+
+    settings: Settings
+    pool: SourcePool
+    policy: RetryPolicy
+    repo: RepoRef
+    commit: str
+    session: Callable[[], requests.Session]
+    cancel: threading.Event
+    emit: ProgressCallback
+    _urls: dict[tuple[str, str], str] = field(default_factory=dict)
+    _urls_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resolve_url(self, source: Source, file: RemoteFile) -> str:
+        return (
+            f"{source.base_url}/{self.repo.url_prefix}{self.repo.repo_id}"
+            f"/resolve/{self.commit}/{quote(file.path)}"
+        )
+
+    def cached_url(self, source: Source, file: RemoteFile) -> str | None:
+        with self._urls_lock:
+            return self._urls.get((source.base_url, file.etag))
+
+    def remember_url(self, source: Source, file: RemoteFile, url: str | None) -> None:
+        with self._urls_lock:
+            if url is None:
+                self._urls.pop((source.base_url, file.etag), None)
+            else:
+                self._urls[(source.base_url, file.etag)] = url
+
+
+@dataclass
+class _Cursor:
+    pos: int
+
+
+class BlobTransfer:
+    """Download ``file`` into ``partial`` (which may already hold some ranges) and verify it."""
+
+    def __init__(self, ctx: FetchContext, file: RemoteFile, partial: Partial) -> None:
+        self.ctx = ctx
+        self.file = file
+        self.partial = partial
+        self.abort = threading.Event()
+        self.sources_used: list[str] = []
+        self.bytes_received = 0
+        self._avoid: set[str] = set()
+        self._hasher: Hasher = new_hasher(file)
+        self._hashed = 0
+        self._hash_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+
+    # -- orchestration ----------------------------------------------------------------
+
+    def run(self) -> None:
+        """Fetch what is missing and verify; one refetch from another source on mismatch."""
+        for attempt in (1, 2):
+            self._fetch_missing()
+            digest = self._finish_hash()
+            if digest == self.file.etag:
+                return
+            hosts = ", ".join(dict.fromkeys(self.sources_used)) or "a previous run"
+            self.partial.reset()  # corrupt bytes are never resumed from
+            self._reset_hash()
+            if attempt == 2:
+                self.partial.discard()
+                raise IntegrityError(
+                    f"{self.file.path}: {self.file.hash_kind} mismatch from {hosts}: "
+                    f"expected {self.file.etag}, got {digest}",
+                    hint="the source sent wrong bytes twice; nothing was kept",
+                )
+            self._distrust(set(self.sources_used))
+            self.ctx.emit(
+                ProgressEvent(
+                    "retry", self.file.path, message=f"hash mismatch from {hosts}; refetching"
+                )
+            )
+            self.sources_used.clear()
+
+    def _fetch_missing(self) -> None:
+        missing = self.partial.snapshot_done().missing(self.file.size)
+        pieces = _split(missing, self.ctx.settings.segment_size)
+        workers = min(self.ctx.settings.connections, len(pieces))
+        try:
+            if workers <= 1:
+                for start, end in pieces:
+                    self.fetch_range(start, end)
+            else:
+                self._fetch_parallel(pieces, workers)
+        except NoRangeSupport:
+            # Every source ignores Range: one request from the first gap, skipping ahead.
+            first_gap = self.partial.snapshot_done().missing(self.file.size)[0][0]
+            self.fetch_range(first_gap, self.file.size, allow_skip=True)
+
+    def _fetch_parallel(self, pieces: list[tuple[int, int]], workers: int) -> None:
+        with ThreadPoolExecutor(workers, thread_name_prefix="hfpull-seg") as pool:
+            futures = [pool.submit(self.fetch_range, s, e) for s, e in pieces]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self.abort.set()  # the file cannot complete: stop its other segments
+                wait(futures)
+                self.abort.clear()
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])  # type: ignore[misc]
+
+    # -- one range over the sources ---------------------------------------------------
+
+    def fetch_range(self, start: int, end: int, allow_skip: bool = False) -> None:
+        cursor = _Cursor(start)
+        last_error: HfpullError | None = None
+        last_problem: str | None = None
+        skipped_for_ranges = False
+        sources = self._ordered_sources()
+        for index, source in enumerate(sources):
+            if not source.honours_ranges and cursor.pos > 0 and not allow_skip:
+                skipped_for_ranges = True
+                continue
+            is_last = index == len(sources) - 1
+            limit = self.ctx.policy.max_retries + 1 if is_last else 3
+            failures = expirations = 0
+            while True:
+                self._check_cancel()
+                before = cursor.pos
+                try:
+                    self._attempt(source, cursor, end, allow_skip)
+                    self.ctx.pool.succeeded(source)
+                    return
+                except _Expired:
+                    expirations = 0 if cursor.pos > before else expirations + 1
+                    if expirations <= 3:
+                        continue
+                    problem, retry_after = "the CDN keeps refusing fresh URLs", None
+                except _Refused as refused:
+                    last_error = refused.error
+                    break
+                except _RangeIgnored:
+                    source.honours_ranges = False
+                    skipped_for_ranges = True
+                    break
+                except _Transient as exc:
+                    problem, retry_after = str(exc), exc.retry_after
+                except _TRANSPORT_ERRORS as exc:
+                    problem, retry_after = _describe(exc), None
+                last_problem = f"{source.host}: {problem}"
+                failures = 1 if cursor.pos > before else failures + 1
+                if failures >= limit:
+                    self.ctx.pool.failed(source)
+                    break
+                delay = self.ctx.policy.delay(failures, retry_after)
+                self.ctx.emit(
+                    ProgressEvent(
+                        "retry", self.file.path, message=f"{last_problem}; retry in {delay:.0f}s"
+                    )
+                )
+                if self._sleep(delay):
+                    self._check_cancel()
+        if skipped_for_ranges and cursor.pos > 0 and not allow_skip:
+            raise NoRangeSupport
+        if last_error is not None:
+            raise last_error
+        raise self.ctx.pool.exhausted_error(self.file.path, last_problem)
+
+    def _attempt(self, source: Source, cursor: _Cursor, end: int, allow_skip: bool) -> None:
+        file = self.file
+        cached = self.ctx.cached_url(source, file)
+        resolve_url = self.ctx.resolve_url(source, file)
+        response = request_following_redirects(
+            self.ctx.session(),
+            "GET",
+            cached or resolve_url,
+            token=self.ctx.settings.token,
+            trusted_origin=source.origin,
+            headers={"Range": f"bytes={cursor.pos}-{end - 1}"},
+            stream=True,
+            timeout=(self.ctx.settings.connect_timeout, self.ctx.settings.read_timeout),
+        )
+        with response:
+            status = response.status_code
+            off_source = origin(response.url) != source.origin
+            if status in (401, 403, 404, 410) and (cached or off_source):
+                self.ctx.remember_url(source, file, None)  # expired signed URL: resolve again
+                raise _Expired
+            if status >= 400 and status != 416:
+                error = error_from_response(response, f"{self.ctx.repo.repo_id}/{file.path}")
+                if error is None:
+                    raise _Transient(f"HTTP {status}", parse_retry_after(response))
+                raise _Refused(error)
+            if response.url != resolve_url:
+                self.ctx.remember_url(source, file, response.url)
+            encoding = response.headers.get("Content-Encoding", "identity").lower()
+            if encoding not in ("identity", ""):
+                raise _Transient(f"compressed body ({encoding}) refused")
+            skip = self._check_status(response, cursor.pos, end, allow_skip)
+            self.sources_used.append(source.host)
+            self._stream(response, cursor, end, skip)
+
+    def _check_status(
+        self, response: requests.Response, pos: int, end: int, allow_skip: bool
+    ) -> int:
+        """Validate a response before using it; return how many leading bytes to discard."""
+        status = response.status_code
+        length = response.headers.get("Content-Length")
+        if status == 206:
+            value = response.headers.get("Content-Range")
+            crange = parse_content_range(value)
+            if crange is None or (crange.start, crange.end + 1, crange.total) != (
+                pos,
+                end,
+                self.file.size,
+            ):
+                raise _Transient(f"wrong Content-Range {value!r} for bytes {pos}-{end - 1}")
+            expected = end - pos
+            skip = 0
+        elif status == 200:
+            if pos != 0 and not allow_skip:
+                raise _RangeIgnored
+            expected, skip = self.file.size, pos
+        else:
+            raise _Transient(f"unexpected HTTP {status}")
+        if length is not None and length.isdigit() and int(length) != expected:
+            raise _Transient(f"body of {length} bytes where {expected} were expected")
+        return skip
+
+    def _stream(self, response: requests.Response, cursor: _Cursor, end: int, skip: int) -> None:
+        raw = response.raw
+        settings = self.ctx.settings
+        window_start, window_bytes = time.monotonic(), 0
+        while cursor.pos < end:
+            self._check_cancel()
+            data = raw.read1(min(READ_CHUNK, skip) if skip else READ_CHUNK)
+            if not data:
+                raise _Transient("connection closed before the end of the body")
+            window_bytes += len(data)
+            if skip:
+                skip -= len(data)
+                if skip < 0:
+                    data, skip = data[len(data) + skip :], 0
+                else:
+                    continue
+            data = data[: end - cursor.pos]
+            self._write(cursor.pos, data)
+            cursor.pos += len(data)
+            now = time.monotonic()
+            if now - window_start >= settings.stall_window:
+                if window_bytes < settings.min_speed * (now - window_start):
+                    raise _Transient("stalled (too slow)")
+                window_start, window_bytes = now, 0
+
+    # -- bytes, hash, helpers ----------------------------------------------------------
+
+    def _write(self, offset: int, data: bytes) -> None:
+        try:
+            self.partial.write(offset, data)
+        except OSError as exc:
+            raise DiskError(
+                f"could not write {self.file.path}: {exc.strerror}",
+                hint="free some space and run the same command again; the partial is kept",
+            ) from exc
+        self.partial.mark_done(offset, offset + len(data))
+        with self._count_lock:
+            self.bytes_received += len(data)
+        if self._hash_lock.acquire(blocking=False):
+            try:
+                if offset == self._hashed:
+                    self._hasher.update(data)
+                    self._hashed += len(data)
+                self._catch_up_hash()
+            finally:
+                self._hash_lock.release()
+        self.ctx.emit(ProgressEvent("advance", self.file.path, nbytes=len(data)))
+
+    def _catch_up_hash(self) -> None:
+        end = self.partial.snapshot_done().prefix_end()
+        if end > self._hashed:
+            hash_range(self.partial.fd, self._hasher, self._hashed, end)
+            self._hashed = end
+
+    def _finish_hash(self) -> str:
+        with self._hash_lock:
+            self._catch_up_hash()
+            if self._hashed != self.file.size:
+                raise IntegrityError(
+                    f"{self.file.path}: download ended with a gap at {self._hashed}"
+                )
+            return self._hasher.hexdigest()
+
+    def _reset_hash(self) -> None:
+        with self._hash_lock:
+            self._hasher, self._hashed = new_hasher(self.file), 0
+
+    def _distrust(self, hosts: set[str]) -> None:
+        """Sources that sent bad bytes go last; a mirror among them is dropped for the run."""
+        self._avoid |= hosts
+        active = self.ctx.pool.active()
+        for source in active:
+            if source.host in hosts and not source.is_origin and len(self.ctx.pool.active()) > 1:
+                source.dropped = True
+
+    def _ordered_sources(self) -> list[Source]:
+        active = self.ctx.pool.active()
+        return sorted(active, key=lambda s: s.host in self._avoid)
+
+    def _check_cancel(self) -> None:
+        if self.ctx.cancel.is_set() or self.abort.is_set():
+            raise Cancelled
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, waking early when the run is cancelled; True when woken by a cancel."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.ctx.cancel.wait(min(0.2, deadline - time.monotonic())) or self.abort.is_set():
+                return True
+        return False
+
+
+def _split(ranges: list[tuple[int, int]], segment: int) -> list[tuple[int, int]]:
+    pieces = []
+    for start, end in ranges:
+        while start < end:
+            pieces.append((start, min(end, start + segment)))
+            start += segment
+    return pieces
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return "no data (read timeout)"
+    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
+        return "connection refused"
+    if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
+        return "connection lost"
+    return type(exc).__name__
+
+
+__all__ = ["BlobTransfer", "Cancelled", "FetchContext", "NoRangeSupport", "host_of"]
