@@ -21,11 +21,17 @@ CDN = "https://cdn.example"
 
 @responses.activate
 def test_token_goes_to_the_origin_but_never_across_a_redirect() -> None:
-    responses.get(f"{HUB}/org/m/resolve/abc/w.bin", status=302, headers={"Location": f"{CDN}/blob?sig=1"})
+    responses.get(
+        f"{HUB}/org/m/resolve/abc/w.bin", status=302, headers={"Location": f"{CDN}/blob?sig=1"}
+    )
     responses.get(f"{CDN}/blob?sig=1", body=b"data")
     session = requests.Session()
     response = request_following_redirects(
-        session, "GET", f"{HUB}/org/m/resolve/abc/w.bin", token="hf_secret", trusted_origin=origin(HUB)
+        session,
+        "GET",
+        f"{HUB}/org/m/resolve/abc/w.bin",
+        token="hf_secret",
+        trusted_origin=origin(HUB),
     )
     assert response.content == b"data" and response.url == f"{CDN}/blob?sig=1"
     first, second = responses.calls
@@ -35,7 +41,9 @@ def test_token_goes_to_the_origin_but_never_across_a_redirect() -> None:
 
 @responses.activate
 def test_same_origin_redirect_keeps_the_token() -> None:
-    responses.get(f"{HUB}/old/m/resolve/x/f", status=307, headers={"Location": "/new/m/resolve/x/f"})
+    responses.get(
+        f"{HUB}/old/m/resolve/x/f", status=307, headers={"Location": "/new/m/resolve/x/f"}
+    )
     responses.get(f"{HUB}/new/m/resolve/x/f", body=b"ok")
     request_following_redirects(
         requests.Session(), "GET", f"{HUB}/old/m/resolve/x/f", token="t", trusted_origin=origin(HUB)

@@ -29,7 +29,8 @@ def test_unsafe_repo_paths_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["config.json", "dir/sub file#1.txt", "ünïcode/名前.bin", "-leading-dash", ".gitattributes"]
+    "name",
+    ["config.json", "dir/sub file#1.txt", "ünïcode/名前.bin", "-leading-dash", ".gitattributes"],
 )
 def test_ordinary_repo_paths_pass(name: str) -> None:
     assert check_repo_path(name) == name
@@ -40,7 +41,9 @@ def test_valid_repo_ids(repo: str) -> None:
     assert validate_repo_id(repo) == repo
 
 
-@pytest.mark.parametrize("repo", ["", "a/b/c", "../x", "org/..", "a--b/c", "org/.hidden", "o/x" + "y" * 96])
+@pytest.mark.parametrize(
+    "repo", ["", "a/b/c", "../x", "org/..", "a--b/c", "org/.hidden", "o/x" + "y" * 96]
+)
 def test_invalid_repo_ids(repo: str) -> None:
     with pytest.raises(UsageError):
         validate_repo_id(repo)
@@ -72,7 +75,9 @@ def test_invalid_revisions(rev: str) -> None:
         (None, None),
     ],
 )
-def test_parse_content_range(value: str | None, expected: tuple[int, int, int | None] | None) -> None:
+def test_parse_content_range(
+    value: str | None, expected: tuple[int, int, int | None] | None
+) -> None:
     parsed = parse_content_range(value)
     assert (None if parsed is None else (parsed.start, parsed.end, parsed.total)) == expected
 

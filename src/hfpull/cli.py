@@ -130,10 +130,7 @@ def get(
     except Exception as error:  # a bug: say so, in one line unless --debug
         if debug:
             traceback.print_exc()
-        stderr.print(
-            f"[red]hfpull: internal error:[/] {type(error).__name__}: {error}", highlight=False
-        )
-        stderr.print("hint: run again with --debug and report it", highlight=False)
+        _say(f"hfpull: internal error: {type(error).__name__}: {error}", "run with --debug")
         raise typer.Exit(ExitCode.FAILURE) from None
     if json_out:
         print(json.dumps(_result_json(result), indent=2))
@@ -144,10 +141,15 @@ def get(
 def _fail(error: HfpullError, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exc()
-    stderr.print(f"[red]hfpull: error:[/] {error.message}", highlight=False, markup=True)
-    if error.hint:
-        stderr.print(f"hint: {error.hint}", highlight=False, markup=False)
+    _say(f"hfpull: error: {error.message}", error.hint)
     raise typer.Exit(error.exit_code)
+
+
+def _say(line: str, hint: str | None) -> None:
+    """Errors are plain unwrapped lines on stderr, whatever the terminal width."""
+    print(line.replace("\n", " "), file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
 
 
 def _install_sigterm() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from .models import RemoteFile
 
 JOURNAL_FORMAT = 1
+JOURNAL_INTERVAL = 0.1  # seconds between journal writes while bytes arrive
 HOST = socket.gethostname()
 _OWNED_TOKENS: set[str] = set()  # partials this process holds (guards against pid reuse)
 
@@ -83,6 +84,7 @@ class Partial:
     fd: int = -1
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _dirty: bool = False
+    _last_flush: float = 0.0
 
     @property
     def journal_path(self) -> Path:
@@ -106,6 +108,11 @@ class Partial:
         with self._lock:
             return IntervalSet(self.done.ranges)
 
+    def flush_if_due(self, interval: float = JOURNAL_INTERVAL) -> None:
+        """Flush at most every ``interval`` seconds: a crash loses at most that much work."""
+        if time.monotonic() - self._last_flush >= interval:
+            self.flush_journal()
+
     def flush_journal(self, force: bool = False) -> None:
         """Record progress and refresh the heartbeat (cheap: a small atomic file replace)."""
         with self._lock:
@@ -113,6 +120,7 @@ class Partial:
                 return
             ranges = self.done.ranges
             self._dirty = False
+            self._last_flush = time.monotonic()
         _write_journal(self.journal_path, self.file, self.token, ranges)
 
     def heartbeat(self) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UsageError
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MiB = 1 << 20
 
@@ -41,6 +43,17 @@ class Settings:
             if url not in ordered:
                 ordered.append(url)
         return tuple(ordered)
+
+
+# Tuning knobs for slow links and tests; documented in docs/usage.md.
+ENV_KNOBS: dict[str, tuple[str, type]] = {
+    "HFPULL_MAX_RETRIES": ("max_retries", int),
+    "HFPULL_BACKOFF_BASE": ("backoff_base", float),
+    "HFPULL_READ_TIMEOUT": ("read_timeout", float),
+    "HFPULL_CONNECT_TIMEOUT": ("connect_timeout", float),
+    "HFPULL_STALL_WINDOW": ("stall_window", float),
+    "HFPULL_SEGMENT_SIZE": ("segment_size", int),
+}
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -95,6 +108,12 @@ def from_environment(
 ) -> Settings:
     """Build Settings from explicit values, falling back to the environment like huggingface_hub."""
     env = os.environ if env is None else env
+    for var, (name, kind) in ENV_KNOBS.items():
+        if name not in overrides and env.get(var):
+            try:
+                overrides[name] = kind(env[var])
+            except ValueError:
+                raise UsageError(f"{var}={env[var]!r} is not a valid number") from None
     return Settings(
         endpoint=(endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
         mirrors=tuple(mirrors) or env_mirrors(env),

@@ -170,6 +170,9 @@ class BlobTransfer:
         except NoRangeSupport:
             # Every source ignores Range: one request from the first gap, skipping ahead.
             first_gap = self.partial.snapshot_done().missing(self.file.size)[0][0]
+            self.ctx.emit(
+                ProgressEvent("retry", self.file.path, message="source ignores Range; one stream")
+            )
             self.fetch_range(first_gap, self.file.size, allow_skip=True)
 
     def _fetch_parallel(self, pieces: list[tuple[int, int]], workers: int) -> None:
@@ -338,6 +341,7 @@ class BlobTransfer:
                 hint="free some space and run the same command again; the partial is kept",
             ) from exc
         self.partial.mark_done(offset, offset + len(data))
+        self.partial.flush_if_due()
         with self._count_lock:
             self.bytes_received += len(data)
         if self._hash_lock.acquire(blocking=False):

@@ -1,0 +1,309 @@
+"""The real `hfpull` CLI in subprocesses: stdout contract, exit codes, one-line errors,
+token hygiene, SIGKILL/SIGINT mid-download, and two processes sharing one cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, RunCli, cli_env
+from tests.fakehub import FakeHub, Fault
+from tests.helpers import MiB, all_files, leftovers, random_file, repo_dir, sha256_of
+
+FAST = {"HFPULL_MAX_RETRIES": "2", "HFPULL_BACKOFF_BASE": "0.01", "HFPULL_READ_TIMEOUT": "3"}
+
+
+@pytest.fixture
+def env(tmp_path: Path, fake_hub: FakeHub) -> dict[str, str]:
+    return cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **FAST)
+
+
+@pytest.fixture
+def small_repo(fake_hub: FakeHub) -> str:
+    return fake_hub.add_repo(
+        "org/model", {"config.json": b'{"a": 1}', "weights.safetensors": os.urandom(300_000)}
+    )
+
+
+def assert_one_line_error(stderr: str) -> None:
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("hfpull: error:"), stderr
+
+
+def test_stdout_is_only_the_snapshot_path(
+    run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path
+) -> None:
+    cache = tmp_path / "c"
+    result = run_cli("get", "org/model", "--cache-dir", str(cache), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{repo_dir(cache, 'org/model') / 'snapshots' / small_repo}\n"
+
+
+def test_json_report(run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path) -> None:
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--json", env=env)
+    report = json.loads(result.stdout)
+    assert report["repo"] == "org/model" and report["commit"] == small_repo
+    assert report["type"] == "model" and report["revision"] == "main"
+    assert report["bytes_downloaded"] == 300_000 + 8
+    files = {f["path"]: f for f in report["files"]}
+    assert files["weights.safetensors"]["lfs"] is True
+    assert files["weights.safetensors"]["status"] == "downloaded"
+    assert files["weights.safetensors"]["source"].startswith("127.0.0.1:")
+    assert set(files["config.json"]) == {"path", "size", "hash", "lfs", "status", "source"}
+
+
+def test_dry_run_shows_the_plan_and_downloads_nothing(
+    run_cli: RunCli, env: dict, small_repo: str, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    cache = tmp_path / "c"
+    run_cli("get", "org/model", "--cache-dir", str(cache), "--include", "*.json", env=env)
+    fake_hub.reset_log()
+    result = run_cli("get", "org/model", "--cache-dir", str(cache), "--dry-run", "--json", env=env)
+    plan = json.loads(result.stdout)
+    actions = {f["path"]: f["action"] for f in plan["files"]}
+    assert actions == {"config.json": "present", "weights.safetensors": "fetch"}
+    assert plan["bytes_to_fetch"] == 300_000 and plan["free_disk_bytes"] > 0
+    assert not [r for r in fake_hub.requests if "/resolve/" in r.path or r.server == "cdn"]
+    text = run_cli("get", "org/model", "--cache-dir", str(cache), "--dry-run", env=env).stdout
+    assert "fetch" in text and "weights.safetensors" in text and "free disk" in text
+
+
+def test_progress_display_renders(
+    run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path
+) -> None:
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--progress", env=env)
+    assert result.returncode == 0 and "files 2/2" in result.stderr
+
+
+def test_repo_not_found_suggests_close_ids(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    fake_hub.add_repo("tencent/HunyuanOCR", {"config.json": b"{}"})
+    result = run_cli(
+        "get", "Tencent-Hunyuan/HunyuanOCR", "--cache-dir", str(tmp_path / "c"), env=env
+    )
+    assert result.returncode == 8
+    assert_one_line_error(result.stderr)
+    assert "did you mean tencent/HunyuanOCR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["--revision", "nope"], 8, "revision not found"),
+        (["--include", "*.gguf"], 2, "matches the filters"),
+        (["--revision", "../x"], 2, "invalid revision"),
+        (["--repo-type", "dataset"], 8, "repository not found"),
+    ],
+)
+def test_usage_and_not_found_errors(
+    run_cli: RunCli,
+    env: dict,
+    small_repo: str,
+    tmp_path: Path,
+    args: list[str],
+    code: int,
+    text: str,
+) -> None:
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), *args, env=env)
+    assert result.returncode == code, result.stderr
+    assert_one_line_error(result.stderr)
+    assert text in result.stderr
+
+
+def test_bad_repo_id_is_a_usage_error(run_cli: RunCli, env: dict) -> None:
+    result = run_cli("get", "../../etc", env=env)
+    assert result.returncode == 2 and "invalid repo id" in result.stderr
+
+
+def test_gated_repo_needs_a_token_which_stays_on_the_hub(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    fake_hub.add_repo("org/gated", {"w.safetensors": os.urandom(5000)}, gated=True)
+    fake_hub.tokens = {"hf_goodtoken123": {"org/gated"}}
+    denied = run_cli("get", "org/gated", "--cache-dir", str(tmp_path / "c"), env=env)
+    assert denied.returncode == 7 and "gated" in denied.stderr
+    assert_one_line_error(denied.stderr)
+    ok = run_cli(
+        "get",
+        "org/gated",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--token",
+        "hf_goodtoken123",
+        env=env,
+    )
+    assert ok.returncode == 0, ok.stderr
+    hub_auth = [r for r in fake_hub.requests if r.server == "hub" and "authorization" in r.headers]
+    assert hub_auth, "the token was never sent to the hub"
+    assert not [r for r in fake_hub.requests if r.server == "cdn" and "authorization" in r.headers]
+    assert "hf_goodtoken123" not in ok.stdout + ok.stderr
+
+
+def test_invalid_token_is_reported_without_printing_it(
+    run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path
+) -> None:
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--debug",
+                     env={**env, "HF_TOKEN": "hf_wrongtoken999"})  # fmt: skip
+    assert result.returncode == 7 and "token was refused" in result.stderr
+    assert "hf_wrongtoken999" not in result.stdout + result.stderr
+
+
+def test_unreachable_sources_exit_3_naming_hosts(
+    run_cli: RunCli, env: dict, tmp_path: Path
+) -> None:
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--endpoint",
+                     "http://127.0.0.1:9", "--mirror", "http://127.0.0.1:7", env=env)  # fmt: skip
+    assert result.returncode == 3
+    assert_one_line_error(result.stderr)
+    assert "127.0.0.1:9" in result.stderr and "127.0.0.1:7" in result.stderr
+
+
+def test_hostile_file_names_are_refused_before_writing(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    fake_hub.add_repo("org/evil", {"ok.txt": b"fine", "../../evil.txt": b"pwned"})
+    before = all_files(tmp_path)
+    for target in (["--cache-dir", str(tmp_path / "c")], ["--local-dir", str(tmp_path / "l")]):
+        result = run_cli("get", "org/evil", *target, env=env)
+        assert result.returncode == 6 and "unsafe file name" in result.stderr
+        assert_one_line_error(result.stderr)
+    assert all_files(tmp_path) == before  # nothing written anywhere, not even inside the targets
+    assert not [r for r in fake_hub.requests if "/resolve/" in r.path]
+
+
+def test_disk_full_before_download(
+    run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hfpull.api import download
+    from hfpull.errors import DiskError
+    from tests.conftest import fast_settings
+
+    monkeypatch.setattr("hfpull.api.Session.free_disk", lambda self: 1000)
+    with pytest.raises(DiskError, match="need 300.0 KB, free 1.0 KB|need .* free"):
+        download("org/model", settings=fast_settings(env["HF_ENDPOINT"], tmp_path / "c"))
+    assert not (tmp_path / "c").exists() or leftovers(tmp_path / "c") == []
+
+
+def _limit_file_size(limit: int):  # type: ignore[no-untyped-def]
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_disk_full_mid_download_keeps_the_partial(fake_hub: FakeHub, tmp_path: Path) -> None:
+    big = random_file(tmp_path / "src", "w.bin", 8 * MiB)
+    fake_hub.add_repo("org/big", {"w.safetensors": big})
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **FAST)
+    cmd = [sys.executable, "-m", "hfpull", "get", "org/big", "--cache-dir", str(cache)]
+    full = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT,
+                          preexec_fn=_limit_file_size(3 * MiB), timeout=60)  # fmt: skip
+    assert full.returncode == 5, full.stderr
+    assert_one_line_error(full.stderr)
+    assert "partial is kept" in full.stderr
+    assert list((repo_dir(cache, "org/big") / "blobs").glob("*.incomplete"))
+    fake_hub.reset_log()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert sha256_of(Path(again.stdout.strip()) / "w.safetensors") == sha256_of(big)
+    assert fake_hub.bytes_sent("/cdn/") < 8 * MiB - 2 * MiB  # resumed, not restarted
+
+
+def _start_get(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hfpull", "get", *args],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_bytes(
+    hub: FakeHub, at_least: int, proc: subprocess.Popen[str], timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while hub.bytes_sent("/cdn/") < at_least:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "download never progressed"
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_file_then_rerun_fetches_only_the_missing_bytes(
+    fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    size = 24 * MiB
+    big = random_file(tmp_path / "src", "w.bin", size)
+    fake_hub.add_repo("org/big", {"w.safetensors": big, "config.json": b"{}"})
+    fake_hub.throttle_rate = 3 * MiB  # per connection: a slow link
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, HFPULL_SEGMENT_SIZE=str(4 * MiB), **FAST)
+    proc = _start_get(env, "org/big", "--cache-dir", str(cache), "--connections", "3")
+    _wait_for_bytes(fake_hub, int(size * 0.4), proc)
+    proc.kill()
+    proc.wait()
+    sent_before_kill = fake_hub.bytes_sent("/cdn/")
+    assert not (repo_dir(cache, "org/big") / "snapshots").exists() or not list(
+        (repo_dir(cache, "org/big") / "snapshots").rglob("w.safetensors")
+    )
+    fake_hub.throttle_rate = 0
+    fake_hub.reset_log()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "hfpull", "get", "org/big", "--cache-dir", str(cache), "--json"],
+        env=env, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert sha256_of(Path(report["path"]) / "w.safetensors") == sha256_of(big)
+    missing = size - sent_before_kill
+    second = fake_hub.bytes_sent("/cdn/")
+    assert second < missing * 1.10, f"refetched {second} bytes for {missing} missing"
+    assert leftovers(cache) == []
+
+
+def test_ctrl_c_exits_130_keeps_partial_and_resumes(fake_hub: FakeHub, tmp_path: Path) -> None:
+    size = 12 * MiB
+    big = random_file(tmp_path / "src", "w.bin", size)
+    fake_hub.add_repo("org/big", {"w.safetensors": big})
+    fake_hub.throttle_rate = 2 * MiB
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **FAST)
+    proc = _start_get(env, "org/big", "--cache-dir", str(cache), "--connections", "1")
+    _wait_for_bytes(fake_hub, 2 * MiB, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    partials = list((repo_dir(cache, "org/big") / "blobs").glob("*.incomplete"))
+    assert len(partials) == 1 and partials[0].stat().st_size >= MiB
+    fake_hub.throttle_rate = 0
+    fake_hub.reset_log()
+    rerun = subprocess.run([sys.executable, "-m", "hfpull", "get", "org/big", "--cache-dir", str(cache)],
+                           env=env, capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert rerun.returncode == 0
+    assert fake_hub.bytes_sent("/cdn/") <= size - MiB
+
+
+def test_two_processes_share_one_cache_safely(fake_hub: FakeHub, tmp_path: Path) -> None:
+    size = 8 * MiB
+    big = random_file(tmp_path / "src", "w.bin", size)
+    fake_hub.add_repo("org/big", {"w.safetensors": big, "a.json": b"[]"})
+    fake_hub.throttle_rate = 4 * MiB
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **FAST)
+    procs = [_start_get(env, "org/big", "--cache-dir", str(cache)) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert outs[0][0] == outs[1][0]
+    assert sha256_of(Path(outs[0][0].strip()) / "w.safetensors") == sha256_of(big)
+    assert fake_hub.bytes_sent("/cdn/") <= size * 1.1  # the second process waited, not refetched
+    assert leftovers(cache) == []
