@@ -196,7 +196,7 @@ def test_persistent_corruption_fails_naming_file_and_hashes(
 
 def test_non_lfs_file_is_checked_with_git_sha1(fake_hub: FakeHub, repo: str, cache: Path) -> None:
     fake_hub.faults.append(Fault("flip", match="config.json", after_bytes=3))
-    with pytest.raises(IntegrityError, match="config.json: git-sha1 mismatch"):
+    with pytest.raises(IntegrityError, match=r"config\.json: git-sha1 mismatch"):
         download("org/model", include=["config.json"], settings=settings_for(fake_hub, cache))
 
 
@@ -291,3 +291,44 @@ def test_branch_moving_mid_run_cannot_mix_versions(
     path = get("org/model", settings=settings_for(fake_hub, cache), progress=move_branch)
     assert path.name == first
     assert (path / "a.txt").read_bytes() == b"v1"
+
+
+def test_dataset_repo_and_slash_revision(fake_hub: FakeHub, cache: Path) -> None:
+    sha = fake_hub.add_repo("org/data", {"train.csv": b"a,b\n1,2\n"}, repo_type="dataset")
+    fake_hub.add_branch("org/data", "refs/pr/1", sha, repo_type="dataset")
+    path = get(
+        "org/data",
+        repo_type="dataset",
+        revision="refs/pr/1",
+        settings=settings_for(fake_hub, cache),
+    )
+    root = repo_dir(cache, "org/data", "dataset")
+    assert root.name == "datasets--org--data" and path == root / "snapshots" / sha
+    assert (root / "refs" / "refs" / "pr" / "1").read_text() == sha
+    assert (path / "train.csv").read_bytes() == b"a,b\n1,2\n"
+    assert any("/datasets/org/data/resolve/" in r.path for r in fake_hub.requests)
+
+
+def test_commit_revision_writes_no_ref(fake_hub: FakeHub, repo: str, cache: Path) -> None:
+    get("org/model", revision=repo, settings=settings_for(fake_hub, cache))
+    assert not (repo_dir(cache, "org/model") / "refs").exists()
+
+
+def test_private_repo_without_token_hints_at_the_token(fake_hub: FakeHub, cache: Path) -> None:
+    from hfpull.errors import RepoNotFoundError
+
+    fake_hub.add_repo("org/secret", {"a.txt": b"x"}, private=True)
+    with pytest.raises(RepoNotFoundError) as info:
+        download("org/secret", settings=settings_for(fake_hub, cache))
+    assert "HF_TOKEN" in (info.value.hint or "")
+
+
+def test_gated_repo_error_says_how_to_get_access(fake_hub: FakeHub, cache: Path) -> None:
+    from hfpull.errors import GatedRepoError
+
+    fake_hub.add_repo("org/gated", {"a.txt": b"x"}, gated=True)
+    with pytest.raises(GatedRepoError) as info:
+        download("org/gated", settings=settings_for(fake_hub, cache))
+    assert f"{fake_hub.url}/org/gated" in (info.value.hint or "") and "HF_TOKEN" in (
+        info.value.hint or ""
+    )

@@ -150,7 +150,8 @@ def test_local_dir_metadata_is_what_huggingface_hub_expects(
     download("org/model", settings=settings)
     fake_hub.reset_log()
     out = run_python(
-        f"from huggingface_hub import snapshot_download; print(snapshot_download('org/model', local_dir={str(target)!r}))",
+        "from huggingface_hub import snapshot_download\n"
+        f"print(snapshot_download('org/model', local_dir={str(target)!r}))",
         hf_env,
     )
     assert out == str(target)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import DiskError, RepoNotFoundError
+from .errors import DiskError, GatedRepoError, RepoNotFoundError
 from .events import ProgressCallback, ProgressEvent, ignore
 from .fetch import Engine, group_by_blob
 from .http import thread_session
@@ -81,6 +81,13 @@ class Session:
             snapshot = self.hub.resolve(self.repo, self.revision)
         except RepoNotFoundError as error:
             raise self.hub.not_found_with_hint(error, self.repo) from None
+        except GatedRepoError as error:
+            page = f"{self.settings.endpoint}/{self.repo.url_prefix}{self.repo.repo_id}"
+            error.hint = (
+                f"request access on {page}, then pass --token or set HF_TOKEN with a token "
+                "of the account that has access"
+            )
+            raise
         commit = snapshot.commit
 
         def local_state(file: RemoteFile) -> tuple[FileStatus, int]:

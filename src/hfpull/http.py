@@ -163,6 +163,17 @@ def request_following_redirects(
     raise NetworkError(f"too many redirects starting at {host_of(url)}")
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """A failure to connect at all (refused, unknown host), as opposed to a dropped transfer."""
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.Timeout):
+        return False
+    text = str(exc).lower()
+    return any(
+        marker in text
+        for marker in ("refused", "name or service", "nodename", "failed to resolve", "no route")
+    )
+
+
 def error_from_response(response: requests.Response, what: str) -> HfpullError | None:
     """Map a Hub error response (X-Error-Code first, then status) to an hfpull error.
 

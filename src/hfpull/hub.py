@@ -14,7 +14,13 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from .errors import HfpullError, RepoNotFoundError, UnsafeInputError
-from .http import error_from_response, host_of, parse_retry_after, request_following_redirects
+from .http import (
+    error_from_response,
+    host_of,
+    is_unreachable,
+    parse_retry_after,
+    request_following_redirects,
+)
 from .models import RemoteFile, RepoRef, Snapshot
 from .names import COMMIT_RE, check_commit, check_repo_path, check_sha256
 from .settings import Settings
@@ -122,7 +128,7 @@ class HubClient:
         last_problem: str | None = None
         for index, source in enumerate(sources):
             is_last = index == len(sources) - 1
-            attempts = 1 if quick else (self.policy.max_retries + 1 if is_last else 2)
+            attempts = 1 if quick else (self.policy.max_retries + 1 if is_last else 3)
             for attempt in range(1, attempts + 1):
                 retry_after = None
                 try:
@@ -137,6 +143,8 @@ class HubClient:
                     )
                 except requests.RequestException as exc:
                     last_problem = f"{source.host}: {_short(exc)}"
+                    if not is_last and is_unreachable(exc) and self.pool.unreachable(source):
+                        break
                 else:
                     if response.status_code == 200:
                         data = _read_json(response, source)

@@ -255,7 +255,9 @@ def _read_journal(path: Path, file: RemoteFile) -> dict[str, Any] | None:
 
 def _owner_alive(journal: dict[str, Any] | None, data_path: Path, stale_after: float) -> bool:
     if journal is None:
-        # No readable journal: the owner may be between creating the file and its journal.
+        if journal_path_for(data_path).exists():
+            return False  # a journal for something else, or corrupt: nobody can be using it
+        # No journal yet: the owner may be between creating the file and its journal.
         try:
             age = time.time() - data_path.stat().st_mtime
         except FileNotFoundError:

@@ -60,6 +60,15 @@ class SourcePool:
             if source.consecutive_failures >= self.drop_after:
                 source.dropped = True
 
+    def unreachable(self, source: Source) -> bool:
+        """Connection refused / unknown host: drop it now unless it is the last source left.
+        Returns True when the source was dropped."""
+        with self._lock:
+            others = [s for s in self.sources if s is not source and not s.dropped]
+            if others:
+                source.dropped = True
+            return bool(others)
+
     def describe(self) -> str:
         return ", ".join(s.host for s in self.sources)
 

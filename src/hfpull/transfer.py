@@ -26,6 +26,7 @@ from .hashing import Hasher, hash_range, new_hasher
 from .http import (
     error_from_response,
     host_of,
+    is_unreachable,
     origin,
     parse_content_range,
     parse_retry_after,
@@ -225,6 +226,9 @@ class BlobTransfer:
                     problem, retry_after = str(exc), exc.retry_after
                 except _TRANSPORT_ERRORS as exc:
                     problem, retry_after = _describe(exc), None
+                    if not is_last and is_unreachable(exc) and self.ctx.pool.unreachable(source):
+                        last_problem = f"{source.host}: {problem}"
+                        break
                 last_problem = f"{source.host}: {problem}"
                 failures = 1 if cursor.pos > before else failures + 1
                 if failures >= limit:
