@@ -332,3 +332,14 @@ def test_gated_repo_error_says_how_to_get_access(fake_hub: FakeHub, cache: Path)
     assert f"{fake_hub.url}/org/gated" in (info.value.hint or "") and "HF_TOKEN" in (
         info.value.hint or ""
     )
+
+
+def test_empty_files_and_serial_settings(fake_hub: FakeHub, big: Path, cache: Path) -> None:
+    fake_hub.add_repo(
+        "org/edge", {"empty.txt": b"", "model.safetensors": big, ".gitattributes": b"*"}
+    )
+    settings = settings_for(fake_hub, cache, max_workers=1, connections=1)
+    path = get("org/edge", settings=settings)
+    assert (path / "empty.txt").read_bytes() == b""
+    assert sha256_of(path / "model.safetensors") == sha256_of(big)
+    assert leftovers(cache) == []

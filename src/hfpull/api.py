@@ -82,12 +82,7 @@ class Session:
         except RepoNotFoundError as error:
             raise self.hub.not_found_with_hint(error, self.repo) from None
         except GatedRepoError as error:
-            page = f"{self.settings.endpoint}/{self.repo.url_prefix}{self.repo.repo_id}"
-            error.hint = (
-                f"request access on {page}, then pass --token or set HF_TOKEN with a token "
-                "of the account that has access"
-            )
-            raise
+            raise self._gated_hint(error) from None
         commit = snapshot.commit
 
         def local_state(file: RemoteFile) -> tuple[FileStatus, int]:
@@ -96,6 +91,14 @@ class Session:
             return status, held
 
         return build_plan(snapshot, include, exclude, local_state)
+
+    def _gated_hint(self, error: GatedRepoError) -> GatedRepoError:
+        page = f"{self.settings.endpoint}/{self.repo.url_prefix}{self.repo.repo_id}"
+        error.hint = (
+            f"request access on {page}, then pass --token or set HF_TOKEN with a token "
+            "of the account that has access"
+        )
+        return error
 
     def free_disk(self) -> int:
         root = self.layout.disk_root
@@ -128,7 +131,12 @@ class Session:
             cancel=threading.Event(),
             emit=self.emit,
         )
-        outcomes = Engine(ctx, self.layout).download(group_by_blob(p.file for p in plan.to_fetch))
+        try:
+            outcomes = Engine(ctx, self.layout).download(
+                group_by_blob(p.file for p in plan.to_fetch)
+            )
+        except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
+            raise self._gated_hint(error) from None
         path = self.layout.finish(snapshot)
         by_etag = {o.etag: o for o in outcomes}
         files = []
