@@ -223,6 +223,17 @@ def _blob_id(value: object, where: str) -> str:
     return value
 
 
+def _lfs_sha256(lfs: object, hash_key: str, size: int, path: str) -> str | None:
+    """The sha256 of an LFS entry (``sha256`` in siblings, ``oid`` in the tree API)."""
+    if lfs is None:
+        return None
+    if not isinstance(lfs, dict):
+        raise UnsafeInputError(f"server sent malformed LFS info for {path!r}")
+    if _size(lfs.get("size"), path) != size:
+        raise UnsafeInputError(f"server sent two different sizes for {path!r}")
+    return check_sha256(lfs.get(hash_key), path)
+
+
 def _files_from_siblings(siblings: object) -> list[RemoteFile] | None:
     """Files from ``siblings`` when complete; None means "ask the tree API"."""
     if not isinstance(siblings, list) or len(siblings) >= SIBLINGS_TRUST_LIMIT:
@@ -233,14 +244,7 @@ def _files_from_siblings(siblings: object) -> list[RemoteFile] | None:
     for s in siblings:
         path = check_repo_path(s.get("rfilename"))
         size = _size(s["size"], path)
-        lfs = s.get("lfs")
-        sha256 = None
-        if lfs is not None:
-            if not isinstance(lfs, dict):
-                raise UnsafeInputError(f"server sent malformed LFS info for {path!r}")
-            sha256 = check_sha256(lfs.get("sha256"), path)
-            if _size(lfs.get("size"), path) != size:
-                raise UnsafeInputError(f"server sent two different sizes for {path!r}")
+        sha256 = _lfs_sha256(s.get("lfs"), "sha256", size, path)
         files.append(RemoteFile(path, size, _blob_id(s["blobId"], path), sha256))
     return _check_unique(files)
 
@@ -255,14 +259,7 @@ def _files_from_tree(entries: list[Any]) -> list[RemoteFile]:
             continue
         path = check_repo_path(entry.get("path"))
         size = _size(entry.get("size"), path)
-        lfs = entry.get("lfs")
-        sha256 = None
-        if lfs is not None:
-            if not isinstance(lfs, dict):
-                raise UnsafeInputError(f"server sent malformed LFS info for {path!r}")
-            sha256 = check_sha256(lfs.get("oid"), path)
-            if _size(lfs.get("size"), path) != size:
-                raise UnsafeInputError(f"server sent two different sizes for {path!r}")
+        sha256 = _lfs_sha256(entry.get("lfs"), "oid", size, path)
         files.append(RemoteFile(path, size, _blob_id(entry.get("oid"), path), sha256))
     return _check_unique(files)
 
