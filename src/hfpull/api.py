@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from .errors import DiskError, GatedRepoError, RepoNotFoundError
@@ -76,7 +76,12 @@ class Session:
             else self.cache
         )
 
-    def plan(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> Plan:
+    def plan(
+        self,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        only: Collection[str] | None = None,
+    ) -> Plan:
         try:
             snapshot = self.hub.resolve(self.repo, self.revision)
         except RepoNotFoundError as error:
@@ -90,7 +95,7 @@ class Session:
             held = held_bytes(self.layout.partial_dir, file) if status is FileStatus.FETCH else 0
             return status, held
 
-        return build_plan(snapshot, include, exclude, local_state)
+        return build_plan(snapshot, include, exclude, local_state, only)
 
     def _gated_hint(self, error: GatedRepoError) -> GatedRepoError:
         page = f"{self.settings.endpoint}/{self.repo.url_prefix}{self.repo.repo_id}"

@@ -8,18 +8,17 @@ import os
 import signal
 import sys
 import traceback
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from . import __version__
-from .api import Session
 from .errors import ExitCode, HfpullError, Interrupted, UsageError
-from .models import FileStatus, GetResult, Plan
-from .settings import from_environment
+from .render import human, plan_json, print_plan, result_json
+from .settings import Settings, from_environment
 
 app = typer.Typer(
     add_completion=False,
@@ -27,7 +26,43 @@ app = typer.Typer(
     help="Fast, resumable, verified downloads of Hugging Face repos.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-stderr = Console(stderr=True)
+
+# -- options shared by several commands -------------------------------------------------------
+RepoType = Annotated[str, typer.Option("--repo-type", help="model, dataset or space.")]
+Revision = Annotated[str, typer.Option("--revision", help="Branch, tag or commit.")]
+Include = Annotated[
+    list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
+]
+Exclude = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Skip files matching this glob (repeatable).")
+]
+CacheDir = Annotated[
+    Path | None, typer.Option("--cache-dir", help="HF cache folder (default: as huggingface_hub).")
+]
+LocalDir = Annotated[
+    Path | None, typer.Option("--local-dir", help="Plain files in this folder instead.")
+]
+Endpoint = Annotated[
+    str | None,
+    typer.Option("--endpoint", help="Origin (default: $HF_ENDPOINT or huggingface.co)."),
+]
+Mirror = Annotated[
+    list[str] | None,
+    typer.Option("--mirror", help="Mirror tried before the origin (repeatable; $HFPULL_MIRRORS)."),
+]
+Token = Annotated[
+    str | None, typer.Option("--token", help="HF token (default: $HF_TOKEN or the stored one).")
+]
+MaxWorkers = Annotated[int, typer.Option("--max-workers", min=1, max=64, help="Files at once.")]
+Connections = Annotated[
+    int, typer.Option("--connections", min=1, max=32, help="Range connections per large file.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+Progress = Annotated[
+    bool, typer.Option("--progress", help="Show progress even when stderr is not a terminal.")
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")]
 
 
 def _version(value: bool) -> None:
@@ -47,95 +82,297 @@ def _root(
 
 @app.command()
 def get(
-    repo_id: Annotated[str, typer.Argument(help="Repo id, e.g. tencent/HunyuanOCR.")],
-    repo_type: Annotated[
-        str, typer.Option("--repo-type", help="model, dataset or space.")
-    ] = "model",
-    revision: Annotated[str, typer.Option("--revision", help="Branch, tag or commit.")] = "main",
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", help="Only files matching this glob (repeatable)."),
+    repo_id: Annotated[
+        str | None, typer.Argument(help="Repo id, e.g. tencent/HunyuanOCR (or use --lock).")
     ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Skip files matching this glob (repeatable)."),
+    repo_type: RepoType = "model",
+    revision: Revision = "main",
+    include: Include = None,
+    exclude: Exclude = None,
+    cache_dir: CacheDir = None,
+    local_dir: LocalDir = None,
+    endpoint: Endpoint = None,
+    mirror: Mirror = None,
+    token: Token = None,
+    max_workers: MaxWorkers = 8,
+    connections: Connections = 8,
+    lock: Annotated[
+        Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins.")
     ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option("--cache-dir", help="HF cache folder (default: as huggingface_hub)."),
-    ] = None,
-    local_dir: Annotated[
-        Path | None, typer.Option("--local-dir", help="Write plain files into this folder instead.")
-    ] = None,
-    endpoint: Annotated[
-        str | None,
-        typer.Option("--endpoint", help="Origin (default: $HF_ENDPOINT or huggingface.co)."),
-    ] = None,
-    mirror: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--mirror", help="Mirror tried before the origin (repeatable; $HFPULL_MIRRORS)."
-        ),
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option("--token", help="HF token (default: $HF_TOKEN or the stored one).")
-    ] = None,
-    max_workers: Annotated[
-        int, typer.Option("--max-workers", min=1, max=64, help="Files at once.")
-    ] = 8,
-    connections: Annotated[
-        int, typer.Option("--connections", min=1, max=32, help="Range connections per large file.")
-    ] = 8,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the plan; download nothing.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress", help="Show progress even when stderr is not a terminal.")
-    ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+    progress: Progress = False,
+    debug: Debug = False,
 ) -> None:
     """Download a repo into the HF cache (or --local-dir); print the snapshot path."""
-    if cache_dir is not None and local_dir is not None:
-        _fail(UsageError("use either --cache-dir or --local-dir, not both"), debug)
-    _install_sigterm()
-    try:
-        settings = from_environment(
-            endpoint=endpoint,
-            mirrors=tuple(mirror or ()),
-            token=token,
-            cache_dir=cache_dir,
-            local_dir=local_dir,
-            max_workers=max_workers,
-            connections=connections,
-        )
-        show = progress or (not quiet and not json_out and not dry_run and stderr.is_terminal)
-        from .progress import RichProgress
+    from .api import Session
+    from .lockfile import get_locked, read_lock
 
-        renderer = RichProgress(stderr) if show else None
-        session = Session(
-            repo_id, repo_type=repo_type, revision=revision, settings=settings, progress=renderer
-        )
-        plan = session.plan(include or (), exclude or ())
-        if dry_run:
-            _print_plan(plan, session.free_disk(), json_out)
-            return
-        with renderer if renderer is not None else nullcontext():
-            result = session.run(plan)
+    with _errors(debug):
+        if (repo_id is None) == (lock is None):
+            raise UsageError("give a REPO_ID or --lock FILE (one of them)")
+        settings = _settings(
+            cache_dir, local_dir, endpoint, mirror, token, max_workers=max_workers,
+            connections=connections,
+        )  # fmt: skip
+        show = _show_progress(progress, quiet or json_out or dry_run)
+        with _renderer(show) as renderer:
+            if lock is not None:
+                results = [get_locked(r, settings, renderer) for r in read_lock(lock)]
+            else:
+                assert repo_id is not None
+                session = Session(
+                    repo_id, repo_type=repo_type, revision=revision, settings=settings,
+                    progress=renderer,
+                )  # fmt: skip
+                plan = session.plan(include or (), exclude or ())
+                if dry_run:
+                    free = session.free_disk()
+                    if json_out:
+                        print(json.dumps(plan_json(plan, free), indent=2))
+                    else:
+                        print_plan(plan, free)
+                    return
+                results = [session.run(plan)]
+    if json_out:
+        reports = [result_json(r) for r in results]
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        for result in results:
+            print(result.path)
+
+
+@app.command()
+def pack(
+    repo_id: Annotated[str, typer.Argument(help="Repo id.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Archive file, or - for stdout.")],
+    repo_type: RepoType = "model",
+    revision: Revision = "main",
+    include: Include = None,
+    exclude: Exclude = None,
+    compression: Annotated[
+        str,
+        typer.Option("--compression", help="none, gzip or zstd (zstd: pip install hfpull[zstd])."),
+    ] = "none",
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Use only the cache; fail if anything is missing.")
+    ] = False,
+    cache_dir: CacheDir = None,
+    endpoint: Endpoint = None,
+    mirror: Mirror = None,
+    token: Token = None,
+    max_workers: MaxWorkers = 8,
+    connections: Connections = 8,
+    quiet: Quiet = False,
+    progress: Progress = False,
+    debug: Debug = False,
+) -> None:
+    """Write a verified, reproducible archive of a repo (fetching what the cache lacks)."""
+    from .pack import pack as pack_repo
+
+    with _errors(debug):
+        if compression not in ("none", "gzip", "zstd"):
+            raise UsageError(f"unknown compression {compression!r}", hint="none, gzip or zstd")
+        settings = _settings(
+            cache_dir, None, endpoint, mirror, token, max_workers=max_workers,
+            connections=connections,
+        )  # fmt: skip
+        to_stdout = output == "-"
+        if to_stdout and sys.stdout.isatty():
+            raise UsageError("refusing to write an archive to a terminal", hint="use -o FILE")
+        target: Any = sys.stdout.buffer if to_stdout else Path(output)
+        with _renderer(_show_progress(progress, quiet)) as renderer:
+            result = pack_repo(
+                repo_id, target, repo_type=repo_type, revision=revision, include=include or (),
+                exclude=exclude or (), compression=compression, offline=offline,
+                settings=settings, progress=renderer,
+            )  # fmt: skip
+    size = f"{result.size} bytes ({human(result.size)})"
+    line = f"{'-' if to_stdout else output}  {size}  sha256 {result.sha256}"
+    print(line, file=sys.stderr if to_stdout else sys.stdout)
+
+
+@app.command()
+def unpack(
+    archive: Annotated[str, typer.Argument(help="Archive file, or - for stdin.")],
+    cache_dir: CacheDir = None,
+    local_dir: LocalDir = None,
+    quiet: Quiet = False,
+    progress: Progress = False,
+    debug: Debug = False,
+) -> None:
+    """Check an archive completely, then restore it into the HF cache (or --local-dir)."""
+    from .unpack import unpack as unpack_archive
+
+    with _errors(debug):
+        settings = _settings(cache_dir, local_dir, None, None, None)
+        with _renderer(_show_progress(progress, quiet)) as renderer:
+            if archive == "-":
+                result = unpack_archive(sys.stdin.buffer, settings, renderer)
+            else:
+                with _open_input(archive) as handle:
+                    result = unpack_archive(handle, settings, renderer)
+    print(result.path)
+
+
+@app.command()
+def verify(
+    target: Annotated[
+        str | None, typer.Argument(help="Repo id (cached), folder, or archive file.")
+    ] = None,
+    repo_type: RepoType = "model",
+    revision: Revision = "main",
+    against: Annotated[
+        str | None,
+        typer.Option("--against", help="hub (default for repo ids), manifest or lock."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Archive or manifest JSON to check against.")
+    ] = None,
+    lock: Annotated[Path | None, typer.Option("--lock", help="Lock file to check against.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
+    fail_on_extra: Annotated[
+        bool, typer.Option("--fail-on-extra", help="Files not expected count as failures.")
+    ] = False,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Refetch only the broken or missing files.")
+    ] = False,
+    cache_dir: CacheDir = None,
+    endpoint: Endpoint = None,
+    mirror: Mirror = None,
+    token: Token = None,
+    json_out: JsonOut = False,
+    debug: Debug = False,
+) -> None:
+    """Re-hash every file and compare; exit 0 only when intact, 4 when not (docs/verify.md)."""
+    from .verify import repair as repair_snapshot
+    from .verify import verify_target
+
+    with _errors(debug):
+        if against not in (None, "hub", "manifest", "lock"):
+            raise UsageError(f"unknown --against {against!r}", hint="hub, manifest or lock")
+        if against == "manifest" and manifest is None:
+            raise UsageError("--against manifest needs --manifest FILE")
+        if against == "lock" and lock is None:
+            raise UsageError("--against lock needs --lock FILE")
+        settings = _settings(cache_dir, None, endpoint, mirror, token)
+        reports = verify_target(
+            target, repo_type=repo_type, revision=revision, manifest=manifest, lock=lock,
+            include=include or (), exclude=exclude or (), settings=settings,
+        )  # fmt: skip
+        if repair:
+            reports = [
+                repair_snapshot(r, repo_type, settings) if not r.intact(fail_on_extra) else r
+                for r in reports
+            ]
+    intact = all(r.intact(fail_on_extra) for r in reports)
+    if json_out:
+        doc = [_report_json(r, fail_on_extra) for r in reports]
+        print(json.dumps(doc[0] if len(doc) == 1 else doc, indent=2))
+    else:
+        for report in reports:
+            for problem in report.problems:
+                print(problem.describe())
+            state = "intact" if report.intact(fail_on_extra) else "NOT intact"
+            print(f"{report.target}: {report.checked} files checked, {state}")
+    raise typer.Exit(ExitCode.OK if intact else ExitCode.INTEGRITY)
+
+
+@app.command()
+def lock(
+    repos: Annotated[list[str], typer.Argument(help="REPO_ID or REPO_ID@REVISION, one or more.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Lock file to write.")] = Path(
+        "hfpull.lock"
+    ),
+    repo_type: RepoType = "model",
+    include: Include = None,
+    exclude: Exclude = None,
+    endpoint: Endpoint = None,
+    mirror: Mirror = None,
+    token: Token = None,
+    debug: Debug = False,
+) -> None:
+    """Pin repos to commits with every selected file's hash (no download)."""
+    from .lockfile import create_lock, write_lock
+
+    with _errors(debug):
+        settings = _settings(None, None, endpoint, mirror, token)
+        locked = create_lock(
+            repos, repo_type=repo_type, include=include or (), exclude=exclude or (),
+            settings=settings,
+        )  # fmt: skip
+        write_lock(output, locked)
+    for entry in locked:
+        print(f"{entry.repo.repo_id}@{entry.revision} = {entry.commit} ({len(entry.files)} files)")
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+def _settings(
+    cache_dir: Path | None,
+    local_dir: Path | None,
+    endpoint: str | None,
+    mirror: list[str] | None,
+    token: str | None,
+    **overrides: Any,
+) -> Settings:
+    if cache_dir is not None and local_dir is not None:
+        raise UsageError("use either --cache-dir or --local-dir, not both")
+    return from_environment(
+        endpoint=endpoint, mirrors=tuple(mirror or ()), token=token, cache_dir=cache_dir,
+        local_dir=local_dir, **overrides,
+    )  # fmt: skip
+
+
+def _show_progress(forced: bool, suppressed: bool) -> bool:
+    return forced or (not suppressed and sys.stderr.isatty())
+
+
+@contextmanager
+def _renderer(show: bool) -> Iterator[Callable[..., None] | None]:
+    if not show:
+        yield None
+        return
+    from rich.console import Console
+
+    from .progress import RichProgress
+
+    with RichProgress(Console(stderr=True)) as renderer:
+        yield renderer
+
+
+@contextmanager
+def _open_input(name: str) -> Iterator[Any]:
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+@contextmanager
+def _errors(debug: bool) -> Iterator[None]:
+    """Every failure becomes one line (plus a hint) and its documented exit code."""
+    _install_signals()
+    try:
+        yield
     except KeyboardInterrupt:
         _fail(Interrupted("interrupted", hint="run the same command again to resume"), debug)
     except HfpullError as error:
         _fail(error, debug)
+    except (typer.Exit, SystemExit):
+        raise
     except Exception as error:  # a bug: say so, in one line unless --debug
         if debug:
             traceback.print_exc()
         _say(f"hfpull: internal error: {type(error).__name__}: {error}", "run with --debug")
         raise typer.Exit(ExitCode.FAILURE) from None
-    if json_out:
-        print(json.dumps(_result_json(result), indent=2))
-    else:
-        print(result.path)
 
 
 def _fail(error: HfpullError, debug: bool) -> NoReturn:
@@ -152,7 +389,7 @@ def _say(line: str, hint: str | None) -> None:
         print(f"hint: {hint}", file=sys.stderr)
 
 
-def _install_sigterm() -> None:
+def _install_signals() -> None:
     """SIGTERM stops like Ctrl-C (partials kept); a second Ctrl-C exits at once."""
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -163,73 +400,24 @@ def _install_sigterm() -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _result_json(result: GetResult) -> dict[str, Any]:
-    snap = result.snapshot
+def _report_json(report: Any, fail_on_extra: bool) -> dict[str, Any]:
     return {
-        "repo": snap.repo.repo_id,
-        "type": snap.repo.repo_type,
-        "revision": snap.revision,
-        "commit": snap.commit,
-        "path": result.path,
-        "files": [
+        "target": report.target,
+        "repo": report.repo,
+        "commit": report.commit,
+        "checked": report.checked,
+        "intact": report.intact(fail_on_extra),
+        "problems": [
             {
-                "path": f.path,
-                "size": f.size,
-                "hash": f.hash,
-                "lfs": f.lfs,
-                "status": f.status,
-                "source": f.source,
+                "path": p.path,
+                "kind": p.kind,
+                "expected": p.expected,
+                "actual": p.actual,
+                "algorithm": p.algorithm,
             }
-            for f in result.files
+            for p in report.problems
         ],
-        "bytes_downloaded": result.bytes_downloaded,
-        "seconds": round(result.seconds, 3),
     }
-
-
-def _print_plan(plan: Plan, free: int, as_json: bool) -> None:
-    snap = plan.snapshot
-    rows: list[dict[str, Any]] = [
-        {
-            "path": p.file.path,
-            "size": p.file.size,
-            "lfs": p.file.is_lfs,
-            "action": "fetch" if p.status is FileStatus.FETCH else "present",
-            "partial_bytes": p.partial_bytes,
-        }
-        for p in plan.files
-    ]
-    summary = {
-        "repo": snap.repo.repo_id,
-        "type": snap.repo.repo_type,
-        "revision": snap.revision,
-        "commit": snap.commit,
-        "files": rows,
-        "skipped": [f.path for f in plan.skipped],
-        "total_bytes": plan.total_bytes,
-        "bytes_to_fetch": plan.bytes_to_fetch,
-        "free_disk_bytes": free,
-    }
-    if as_json:
-        print(json.dumps(summary, indent=2))
-        return
-    out = Console(soft_wrap=True, highlight=False)
-    out.print(f"{snap.repo.repo_id} ({snap.repo.repo_type}) @ {snap.revision} = {snap.commit}")
-    for row in rows:
-        out.print(f"  {row['action']:<8} {_human(row['size']):>10}  {row['path']}", markup=False)
-    out.print(
-        f"{len(rows)} files selected ({len(plan.skipped)} skipped), "
-        f"{_human(plan.total_bytes)} in all; "
-        f"to fetch: {_human(plan.bytes_to_fetch)}; free disk: {_human(free)}"
-    )
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
 
 
 def main() -> None:
@@ -238,4 +426,3 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-    sys.exit(0)

@@ -7,6 +7,7 @@ live download from an abandoned one. Ctrl-C stops everything promptly and keeps 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ class Layout(Protocol):
     @property
     def disk_root(self) -> Path: ...
     def status(self, file: RemoteFile, commit: str) -> FileStatus: ...
-    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None: ...
+    def publish(self, verified: Path, files: list[RemoteFile], commit: str) -> None: ...
     def place_existing(self, files: list[RemoteFile], commit: str) -> None: ...
 
 
@@ -172,7 +173,10 @@ class Engine:
 
     def _publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
         try:
-            self.layout.publish(partial, files, commit)
+            os.fsync(partial.fd)
+            partial.close()
+            self.layout.publish(partial.data_path, files, commit)
+            partial.discard()  # the journal; the data file was renamed into place
         except OSError as exc:
             raise DiskError(
                 f"could not publish {files[0].path}: {exc.strerror}",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
@@ -31,8 +31,13 @@ def build_plan(
     include: Sequence[str],
     exclude: Sequence[str],
     local_state: LocalState,
+    only: Collection[str] | None = None,
 ) -> Plan:
-    selected = select(snapshot.files, include, exclude)
+    """``only``: exact paths (a lock file's selection) instead of globs."""
+    if only is not None:
+        selected = [f for f in snapshot.files if f.path in only]
+    else:
+        selected = select(snapshot.files, include, exclude)
     if not selected and snapshot.files:
         raise UsageError(
             f"no file of {snapshot.repo.repo_id}@{snapshot.commit[:12]} matches the filters",

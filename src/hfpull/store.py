@@ -20,7 +20,6 @@ from .errors import DiskError, UnsafeInputError
 from .hashing import hash_file
 from .models import FileStatus, RemoteFile, RepoRef, Snapshot
 from .names import COMMIT_RE
-from .partial import Partial
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -32,6 +31,7 @@ class CacheLayout:
     """``<cache>/models--org--name/{blobs,snapshots/<commit>,refs,trees}`` as huggingface_hub."""
 
     def __init__(self, cache_dir: Path, repo: RepoRef) -> None:
+        self.repo = repo
         self.cache_dir = cache_dir
         self.repo_dir = cache_dir / repo.cache_folder_name
         self.blobs_dir = self.repo_dir / "blobs"
@@ -66,8 +66,15 @@ class CacheLayout:
             return FileStatus.PRESENT  # a copy (filesystems without symlinks)
         return FileStatus.LINK
 
-    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
-        _move_into_place(partial, self.blob_path(files[0]))
+    def publish(self, verified: Path, files: list[RemoteFile], commit: str) -> None:
+        """Move a verified file (same filesystem) into place for ``files``; reuse an existing
+        blob instead when one is already there."""
+        blob = self.blob_path(files[0])
+        if _has_size(blob, files[0].size):
+            os.unlink(verified)  # already present (another process, or an earlier run)
+        else:
+            ensure_dirs(self.cache_dir, self.blobs_dir)
+            _move_into_place(verified, blob)
         self.place_existing(files, commit)
 
     def place_existing(self, files: list[RemoteFile], commit: str) -> None:
@@ -77,13 +84,17 @@ class CacheLayout:
             blob = self.blob_path(file)
             _atomic_symlink(os.path.relpath(blob, pointer.parent), pointer, copy_from=blob)
 
-    def finish(self, snapshot: Snapshot) -> Path:
-        """Write ``refs/<revision>`` (branches and tags) and the tree cache; return the snapshot."""
+    def finish(self, snapshot: Snapshot, listing_complete: bool = True) -> Path:
+        """Write ``refs/<revision>`` (branches and tags) and the tree cache; return the snapshot.
+
+        The tree cache is written only from a complete listing: huggingface_hub's offline mode
+        reads it to decide whether a snapshot is complete."""
         ensure_dirs(self.cache_dir, self.repo_dir)
         tag = self.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
-        write_tree_cache(self.repo_dir, snapshot)
+        if listing_complete:
+            write_tree_cache(self.repo_dir, snapshot)
         if snapshot.revision != snapshot.commit:
             ref = self.repo_dir / "refs" / snapshot.revision
             ensure_dirs(self.repo_dir, ref.parent)
@@ -132,10 +143,10 @@ class LocalDirLayout:
             return FileStatus.LINK
         return FileStatus.FETCH
 
-    def publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
+    def publish(self, verified: Path, files: list[RemoteFile], commit: str) -> None:
         first = files[0]
         ensure_dirs(self.root, self.target(first).parent)
-        _move_into_place(partial, self.target(first))
+        _move_into_place(verified, self.target(first))
         self._write_metadata(first, commit)
         self._copy_to(self.target(first), files[1:], commit)
 
@@ -143,7 +154,7 @@ class LocalDirLayout:
         assert self.cache is not None
         self._copy_to(self.cache.blob_path(files[0]), files, commit)
 
-    def finish(self, snapshot: Snapshot) -> Path:
+    def finish(self, snapshot: Snapshot, listing_complete: bool = True) -> Path:
         ensure_dirs(self.root, self.meta_dir)
         gitignore = self.meta_dir / ".gitignore"
         if not gitignore.exists():
@@ -151,7 +162,8 @@ class LocalDirLayout:
         tag = self.meta_dir / "CACHEDIR.TAG"
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
-        write_tree_cache(self.meta_dir, snapshot)
+        if listing_complete:
+            write_tree_cache(self.meta_dir, snapshot)
         return self.root
 
     def _copy_to(self, source: Path, files: list[RemoteFile], commit: str) -> None:
@@ -225,13 +237,11 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _move_into_place(partial: Partial, final: Path) -> None:
-    os.fsync(partial.fd)
-    partial.close()
-    os.chmod(partial.data_path, 0o644)
-    os.replace(partial.data_path, final)
+def _move_into_place(verified: Path, final: Path) -> None:
+    """Rename an fsynced, verified file onto its final name, durably."""
+    os.chmod(verified, 0o644)
+    os.replace(verified, final)
     fsync_dir(final.parent)
-    partial.discard()  # removes the journal; the data file is already renamed
 
 
 def _atomic_symlink(link_target: str, path: Path, copy_from: Path) -> None:

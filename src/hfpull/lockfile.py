@@ -1,0 +1,167 @@
+"""Lock files: each repo pinned to a commit with the hash of every selected file.
+
+The model equivalent of a requirements file with hashes (docs/lock-files.md). ``get --lock``
+fetches exactly that and fails rather than drift; ``verify --lock`` proves the cache matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .api import Session
+from .errors import IntegrityError, UnsafeInputError, UsageError
+from .events import ProgressCallback
+from .models import REPO_TYPES, GetResult, RemoteFile, RepoRef
+from .names import (
+    COMMIT_RE,
+    SHA256_RE,
+    check_commit,
+    check_repo_path,
+    validate_repo_id,
+    validate_revision,
+)
+from .settings import Settings
+
+LOCK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LockedRepo:
+    repo: RepoRef
+    revision: str
+    commit: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    files: tuple[RemoteFile, ...]
+
+
+def create_lock(
+    specs: Sequence[str],
+    *,
+    repo_type: str = "model",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    settings: Settings | None = None,
+) -> list[LockedRepo]:
+    """Resolve each ``REPO[@REV]`` to a commit and record its selected files (no download)."""
+    locked = []
+    for spec in specs:
+        repo_id, _, revision = spec.partition("@")
+        session = Session(
+            repo_id, repo_type=repo_type, revision=revision or "main", settings=settings
+        )
+        plan = session.plan(include, exclude)
+        snapshot = plan.snapshot
+        locked.append(
+            LockedRepo(
+                snapshot.repo, snapshot.revision, snapshot.commit, tuple(include), tuple(exclude),
+                tuple(p.file for p in plan.files),
+            )
+        )  # fmt: skip
+    return locked
+
+
+def get_locked(
+    locked: LockedRepo, settings: Settings | None = None, progress: ProgressCallback | None = None
+) -> GetResult:
+    """Fetch exactly the locked files at the locked commit; refuse if the Hub disagrees."""
+    session = Session(
+        locked.repo.repo_id,
+        repo_type=locked.repo.repo_type,
+        revision=locked.commit,
+        settings=settings,
+        progress=progress,
+    )
+    wanted = {f.path: f for f in locked.files}
+    plan = session.plan(only=wanted)
+    listed = {p.file.path: p.file for p in plan.files}
+    for path, file in wanted.items():
+        if listed.get(path) != file:
+            raise IntegrityError(
+                f"{locked.repo.repo_id}@{locked.commit[:12]}: {path!r} on the Hub differs from "
+                "the lock" + ("" if path in listed else " (it is gone)"),
+                hint="the lock no longer matches what is published; refresh it with hfpull lock",
+            )
+    # Record the locked branch/tag name too, so from_pretrained(repo) offline finds this commit.
+    plan = dataclasses.replace(
+        plan, snapshot=dataclasses.replace(plan.snapshot, revision=locked.revision)
+    )
+    return session.run(plan)
+
+
+def write_lock(path: Path, repos: Sequence[LockedRepo]) -> None:
+    document = {
+        "hfpull_lock_version": LOCK_VERSION,
+        "repos": [
+            _repo_json(r) for r in sorted(repos, key=lambda r: (r.repo.repo_type, r.repo.repo_id))
+        ],
+    }
+    data = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(data, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_lock(path: Path) -> list[LockedRepo]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read lock file {path}: {exc.strerror}") from None
+    except ValueError:
+        raise UnsafeInputError(f"lock file {path} is not valid JSON") from None
+    if not isinstance(document, dict) or document.get("hfpull_lock_version") != LOCK_VERSION:
+        raise UnsafeInputError(
+            f"{path} is not an hfpull lock file of version {LOCK_VERSION}",
+            hint="create one with: hfpull lock REPO[@REV]... -o hfpull.lock",
+        )
+    try:
+        return [_parse_repo(item) for item in document["repos"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnsafeInputError(f"lock file {path} is malformed ({exc})") from None
+
+
+def _repo_json(locked: LockedRepo) -> dict[str, Any]:
+    files = []
+    for f in locked.files:
+        entry: dict[str, Any] = {"path": f.path, "size": f.size, "git_sha1": f.blob_id}
+        if f.sha256 is not None:
+            entry["sha256"] = f.sha256
+        files.append(entry)
+    return {
+        "repo_id": locked.repo.repo_id,
+        "repo_type": locked.repo.repo_type,
+        "revision": locked.revision,
+        "commit": locked.commit,
+        "include": list(locked.include),
+        "exclude": list(locked.exclude),
+        "files": sorted(files, key=lambda e: e["path"]),
+    }
+
+
+def _parse_repo(item: dict[str, Any]) -> LockedRepo:
+    repo_type = item["repo_type"]
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"unknown repo type {repo_type!r}")
+    files = []
+    for entry in item["files"]:
+        size, blob_id, sha256 = entry["size"], entry["git_sha1"], entry.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"bad size for {entry['path']!r}")
+        if not COMMIT_RE.match(blob_id) or (sha256 is not None and not SHA256_RE.match(sha256)):
+            raise ValueError(f"bad hash for {entry['path']!r}")
+        files.append(RemoteFile(check_repo_path(entry["path"]), size, blob_id, sha256))
+    return LockedRepo(
+        RepoRef(validate_repo_id(item["repo_id"]), repo_type),
+        validate_revision(item["revision"]),
+        check_commit(item["commit"], "lock file"),
+        tuple(str(p) for p in item["include"]),
+        tuple(str(p) for p in item["exclude"]),
+        tuple(files),
+    )
