@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hfpull.api import download, get
-from hfpull.errors import IntegrityError, NetworkError, UsageError
+from hfpull.errors import IntegrityError, NetworkError, UnsafeInputError, UsageError
 from hfpull.events import ProgressEvent
 from tests.conftest import fast_settings
 from tests.fakehub import FakeHub, Fault
@@ -271,9 +271,10 @@ def test_local_dir_never_writes_through_a_planted_symlink(
     target = tmp_path / "out"
     target.mkdir()
     (target / "dir").symlink_to(outside)
-    with pytest.raises(Exception, match="symlink"):
+    with pytest.raises(UnsafeInputError, match="symlink"):
         download("org/model", settings=settings_for(fake_hub, tmp_path / "c", local_dir=target))
     assert list(outside.iterdir()) == []
+    assert not [r for r in fake_hub.requests if "/resolve/" in r.path]  # refused before fetching
 
 
 def test_branch_moving_mid_run_cannot_mix_versions(

@@ -48,7 +48,7 @@ def test_malformed_tree_entries_are_refused(bad: object) -> None:
 def test_duplicate_paths_and_file_folder_conflicts_are_refused() -> None:
     with pytest.raises(UnsafeInputError, match="twice"):
         _files_from_tree([entry("a"), entry("a")])
-    with pytest.raises(UnsafeInputError, match="file and folder"):
+    with pytest.raises(UnsafeInputError, match="a file and a folder"):
         _files_from_tree([entry("a"), entry("a/b")])
 
 

@@ -123,6 +123,7 @@ class Session:
                     f"need {_gb(need)}, free {_gb(free)}",
                     hint="free some space, or choose another --cache-dir / --local-dir",
                 )
+        self.layout.preflight([p.file for p in plan.files], snapshot.commit)
         to_link = [p.file for p in plan.files if p.status is FileStatus.LINK]
         for group in group_by_blob(to_link):
             self.layout.place_existing(group, snapshot.commit)

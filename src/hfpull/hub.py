@@ -22,7 +22,7 @@ from .http import (
     request_following_redirects,
 )
 from .models import RemoteFile, RepoRef, Snapshot
-from .names import COMMIT_RE, check_commit, check_repo_path, check_sha256
+from .names import COMMIT_RE, check_commit, check_path_set, check_repo_path, check_sha256
 from .settings import Settings
 from .sources import RetryPolicy, Source, SourcePool
 
@@ -265,13 +265,5 @@ def _files_from_tree(entries: list[Any]) -> list[RemoteFile]:
 
 
 def _check_unique(files: list[RemoteFile]) -> list[RemoteFile]:
-    """Refuse duplicate paths and a file that is also a folder (``a`` and ``a/b``)."""
-    paths = {f.path for f in files}
-    if len(paths) != len(files):
-        raise UnsafeInputError("server listed the same file twice")
-    for f in files:
-        parts = f.path.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in paths:
-                raise UnsafeInputError(f"server listed {'/'.join(parts[:i])!r} as file and folder")
+    check_path_set([f.path for f in files])
     return files

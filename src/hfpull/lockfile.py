@@ -23,6 +23,7 @@ from .names import (
     COMMIT_RE,
     SHA256_RE,
     check_commit,
+    check_path_set,
     check_repo_path,
     validate_repo_id,
     validate_revision,
@@ -157,6 +158,7 @@ def _parse_repo(item: dict[str, Any]) -> LockedRepo:
         if not COMMIT_RE.match(blob_id) or (sha256 is not None and not SHA256_RE.match(sha256)):
             raise ValueError(f"bad hash for {entry['path']!r}")
         files.append(RemoteFile(check_repo_path(entry["path"]), size, blob_id, sha256))
+    check_path_set([f.path for f in files])
     return LockedRepo(
         RepoRef(validate_repo_id(item["repo_id"]), repo_type),
         validate_revision(item["revision"]),

@@ -8,12 +8,21 @@ serializes to the same bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UnsafeInputError
+from .errors import UnsafeInputError, UsageError
 from .models import REPO_TYPES, RemoteFile, RepoRef
-from .names import COMMIT_RE, SHA256_RE, check_commit, check_repo_path, validate_repo_id
+from .names import (
+    COMMIT_RE,
+    SHA256_RE,
+    check_commit,
+    check_path_set,
+    check_repo_path,
+    validate_repo_id,
+    validate_revision,
+)
 
 MANIFEST_NAME = "hfpull-manifest.json"
 ARCHIVE_FORMAT = "hfpull-archive"
@@ -94,8 +103,8 @@ def parse_manifest(data: bytes) -> Manifest:
             raise UnsafeInputError(f"unknown repo type {repo_type!r} in manifest")
         files = tuple(_parse_file(f) for f in doc["files"])
         manifest = Manifest(
-            repo=RepoRef(validate_repo_id(doc["repo_id"]), repo_type),
-            revision=_text(doc["revision"]),
+            repo=RepoRef(_as_unsafe(validate_repo_id, doc["repo_id"]), repo_type),
+            revision=_as_unsafe(validate_revision, doc["revision"]),
             commit=check_commit(doc["commit"], "manifest"),
             tool=_text(doc["tool"]),
             files=files,
@@ -103,9 +112,18 @@ def parse_manifest(data: bytes) -> Manifest:
         )
     except (KeyError, TypeError) as exc:
         raise UnsafeInputError(f"the archive manifest is malformed ({exc})") from None
-    if len({f.path for f in files}) != len(files):
-        raise UnsafeInputError("the archive manifest lists a file twice")
+    check_path_set([f.path for f in files])
     return manifest
+
+
+def _as_unsafe(validate: Callable[[str], str], value: object) -> str:
+    """A bad repo id or revision inside an archive is hostile input, not a usage error."""
+    if not isinstance(value, str):
+        raise UnsafeInputError(f"invalid value {value!r} in the archive manifest")
+    try:
+        return validate(value)
+    except UsageError as error:
+        raise UnsafeInputError(f"the archive manifest holds an {error.message}") from None
 
 
 def _parse_file(item: Any) -> ManifestFile:

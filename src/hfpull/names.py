@@ -102,3 +102,16 @@ def _path_problem(path: str) -> str | None:
         if part.split(".")[0].lower() in _WINDOWS_RESERVED or part.endswith((" ", ".")):
             return "name reserved or invalid on Windows"
     return None
+
+
+def check_path_set(paths: list[str]) -> None:
+    """Refuse duplicate paths and a path that is also a folder of another (``a`` and ``a/b``):
+    publishing such a set would fail half-way or overwrite one file with another."""
+    unique = set(paths)
+    if len(unique) != len(paths):
+        raise UnsafeInputError("the same file is listed twice")
+    for path in paths:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in unique:
+                raise UnsafeInputError(f"{'/'.join(parts[:i])!r} is listed as a file and a folder")

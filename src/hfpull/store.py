@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import DiskError, UnsafeInputError
 from .hashing import hash_file
 from .models import FileStatus, RemoteFile, RepoRef, Snapshot
-from .names import COMMIT_RE
+from .names import COMMIT_RE, validate_revision
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -52,6 +52,11 @@ class CacheLayout:
 
     def pointer_path(self, commit: str, file: RemoteFile) -> Path:
         return self.result_path(commit) / file.path
+
+    def preflight(self, files: list[RemoteFile], commit: str) -> None:
+        """Fail before writing anything if a planted link sits on the way to a target."""
+        targets = [self.pointer_path(commit, f) for f in files]
+        check_no_symlinks(self.cache_dir, [*targets, self.blob_path(files[0])] if files else [])
 
     def status(self, file: RemoteFile, commit: str) -> FileStatus:
         blob = self.blob_path(file)
@@ -94,9 +99,9 @@ class CacheLayout:
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
         if listing_complete:
-            write_tree_cache(self.repo_dir, snapshot)
+            write_tree_cache(self.cache_dir, self.repo_dir, snapshot)
         if snapshot.revision != snapshot.commit:
-            ref = self.repo_dir / "refs" / snapshot.revision
+            ref = self.repo_dir / "refs" / validate_revision(snapshot.revision)
             ensure_dirs(self.repo_dir, ref.parent)
             _atomic_write(ref, snapshot.commit.encode())
         snapshot_dir = self.result_path(snapshot.commit)
@@ -129,6 +134,10 @@ class LocalDirLayout:
 
     def metadata_path(self, file: RemoteFile) -> Path:
         return self.meta_dir / "download" / f"{file.path}.metadata"
+
+    def preflight(self, files: list[RemoteFile], commit: str) -> None:
+        targets = [self.target(f) for f in files] + [self.metadata_path(f) for f in files]
+        check_no_symlinks(self.root, [*targets, self.partial_dir / "x"])
 
     def status(self, file: RemoteFile, commit: str) -> FileStatus:
         target = self.target(file)
@@ -163,7 +172,7 @@ class LocalDirLayout:
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
         if listing_complete:
-            write_tree_cache(self.meta_dir, snapshot)
+            write_tree_cache(self.root, self.meta_dir, snapshot)
         return self.root
 
     def _copy_to(self, source: Path, files: list[RemoteFile], commit: str) -> None:
@@ -189,11 +198,11 @@ class LocalDirLayout:
 
     def _write_metadata(self, file: RemoteFile, commit: str) -> None:
         path = self.metadata_path(file)
-        ensure_dirs(self.meta_dir, path.parent)
+        ensure_dirs(self.root, path.parent)
         _atomic_write(path, f"{commit}\n{file.etag}\n{time.time()}\n".encode())
 
 
-def write_tree_cache(folder: Path, snapshot: Snapshot) -> None:
+def write_tree_cache(root: Path, folder: Path, snapshot: Snapshot) -> None:
     """``trees/<commit>.json`` in huggingface_hub's format, so its offline mode can tell a
     complete snapshot from a partial one (and hfpull can skip listing a known commit)."""
     path = folder / "trees" / f"{snapshot.commit}.json"
@@ -206,13 +215,15 @@ def write_tree_cache(folder: Path, snapshot: Snapshot) -> None:
             entry.update(lfs_sha256=f.sha256, lfs_size=f.size)
         files[f.path] = entry
     body = json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True)
-    ensure_dirs(folder, path.parent)
+    ensure_dirs(root, path.parent)
     _atomic_write(path, body.encode())
 
 
 def ensure_dirs(root: Path, directory: Path) -> None:
     """mkdir -p ``directory`` below ``root`` without following any symlink below ``root``."""
     relative = directory.relative_to(root)
+    if ".." in relative.parts:
+        raise UnsafeInputError(f"refusing to create {directory}: it leaves {root}")
     current = root
     current.mkdir(parents=True, exist_ok=True)
     for part in relative.parts:
@@ -227,6 +238,24 @@ def ensure_dirs(root: Path, directory: Path) -> None:
         except FileExistsError:
             if not current.is_dir():
                 raise DiskError(f"{current} exists and is not a folder") from None
+
+
+def check_no_symlinks(root: Path, paths: list[Path]) -> None:
+    """Refuse, before anything is written, targets whose folders below ``root`` include a
+    symlink (which could send writes elsewhere)."""
+    checked: set[Path] = set()
+    for path in paths:
+        current = root
+        for part in path.parent.relative_to(root).parts:
+            current = current / part
+            if current in checked:
+                continue
+            checked.add(current)
+            if current.is_symlink():
+                raise UnsafeInputError(
+                    f"refusing to write through the symlink {current}",
+                    hint="remove the link; hfpull never follows links inside its target",
+                )
 
 
 def fsync_dir(directory: Path) -> None:

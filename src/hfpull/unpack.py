@@ -32,7 +32,7 @@ from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ManifestFile,
 from .models import Snapshot
 from .names import check_repo_path
 from .settings import Settings
-from .store import CacheLayout, LocalDirLayout
+from .store import CacheLayout, LocalDirLayout, ensure_dirs
 
 _ALLOWED_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _HEADER_ALLOWANCE = 4096  # tar/pax header bytes allowed per member, beyond its name
@@ -65,11 +65,12 @@ def unpack(
 ) -> UnpackResult:
     """Check the whole archive, then publish it into the cache (or ``settings.local_dir``)."""
     emit = progress or ignore
-    staging_root = (
-        settings.local_dir / ".cache" / "huggingface"
-        if settings.local_dir is not None
-        else settings.cache_dir
-    )
+    if settings.local_dir is not None:
+        staging_root = settings.local_dir / ".cache" / "huggingface"
+        ensure_dirs(settings.local_dir, staging_root)  # never through a planted link
+    else:
+        staging_root = settings.cache_dir
+        staging_root.mkdir(parents=True, exist_ok=True)
     with _staging(staging_root) as staging:
         contents = read_archive(source, staging, emit)
         manifest = contents.manifest
@@ -78,6 +79,7 @@ def unpack(
             LocalDirLayout(settings.local_dir) if settings.local_dir is not None else cache
         )
         remote = [f.remote for f in manifest.files]
+        layout.preflight(remote, manifest.commit)
         try:
             for group in group_by_blob(remote):
                 layout.publish(contents.staged[group[0].path], group, manifest.commit)
@@ -246,7 +248,6 @@ def _write_staged(out: IO[bytes], chunk: bytes) -> None:
 @contextmanager
 def _staging(root: Path) -> Iterator[Path]:
     """A private folder on the target's filesystem, always removed at the end."""
-    root.mkdir(parents=True, exist_ok=True)
     folder = root / f".hfpull-staging-{secrets.token_hex(6)}"
     folder.mkdir(mode=0o700)
     try:
