@@ -34,6 +34,7 @@ from .plan import build_plan
 from .settings import Settings
 
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+STREAM_BUFFER = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,11 @@ def write_archive(
     """Stream the archive into ``out`` (a file or a pipe); memory stays at a few MiB."""
     tee = _HashingWriter(out)
     stream = compressing_writer(tee, compression)  # type: ignore[arg-type]
-    with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    # bufsize: tarfile's stream mode re-slices its buffer per 10 KiB record, which is
+    # quadratic for big writes; the archive's bytes do not depend on it.
+    with tarfile.open(
+        fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT, bufsize=STREAM_BUFFER
+    ) as tar:
         tar.copybufsize = READ_CHUNK  # type: ignore[attr-defined]
         body = manifest.to_bytes()
         tar.addfile(_member(MANIFEST_NAME, len(body)), io.BytesIO(body))

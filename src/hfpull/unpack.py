@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import secrets
 import shutil
 import tarfile
@@ -103,7 +104,7 @@ def read_archive(
     """
     try:
         capped = _CappedReader(decompressing_reader(source), MAX_MANIFEST_BYTES + 65536)
-        with tarfile.open(fileobj=capped, mode="r|") as tar:
+        with tarfile.open(fileobj=capped, mode="r|", bufsize=READ_CHUNK) as tar:
             manifest, first = _read_manifest(tar)
             capped.cap = capped.consumed + _budget(manifest)
             contents = ArchiveContents(manifest)
@@ -209,6 +210,9 @@ def _check_member(
                 _write_staged(out, chunk)
             remaining -= len(chunk)
             emit(ProgressEvent("advance", entry.path, nbytes=len(chunk)))
+        if out is not None:
+            out.flush()
+            os.fsync(out.fileno())  # staged bytes are renamed into blobs/: make them durable
     finally:
         if out is not None:
             out.close()
