@@ -180,3 +180,21 @@ def test_repair_api_returns_an_intact_report(setup: tuple, fake_hub: FakeHub) ->
     [report] = verify_target("org/model", settings=settings)
     assert not report.intact()
     assert repair(report, "model", settings).intact()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["verify"],
+        ["verify", "org/model", "--against", "manifest"],
+        ["verify", "org/model", "--against", "nonsense"],
+        ["get"],
+        ["get", "org/model", "--lock", "x.lock"],
+        ["pack", "org/model", "-o", "x.tar", "--compression", "bz2"],
+        ["get", "org/model", "--cache-dir", "a", "--local-dir", "b"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], run_cli: RunCli) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("hfpull: error:") and "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ only regular (small) files are hashed beforehand.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -31,7 +32,7 @@ from .hashing import READ_CHUNK, hash_file
 from .manifest import MANIFEST_NAME, Manifest, ManifestFile
 from .models import FileStatus, Plan, RemoteFile
 from .plan import build_plan
-from .settings import Settings
+from .settings import Settings, from_environment
 
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 STREAM_BUFFER = 4 << 20
@@ -58,8 +59,9 @@ def pack(
     progress: ProgressCallback | None = None,
 ) -> PackResult:
     """Archive ``repo_id`` from the cache, fetching what is missing first (unless offline)."""
+    # pack always reads the HF cache, never a --local-dir
+    settings = dataclasses.replace(settings or from_environment(), local_dir=None)
     session = Session(repo_id, repo_type=repo_type, revision=revision, settings=settings)
-    session.layout = session.cache  # pack always reads the HF cache, never a --local-dir
     emit = progress or ignore
     if offline:
         snapshot = cached_snapshot(session.cache, revision)

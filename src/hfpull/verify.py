@@ -175,13 +175,11 @@ def verify_target(
         return [verify_folder(path, expected, commit)]
     repo = RepoRef(validate_repo_id(target), repo_type)
     cache = CacheLayout(settings.cache_dir, repo)
-    commit = cached_commit(cache, validate_revision(revision))
-    if manifest is not None:
+    if manifest is not None:  # the manifest names the snapshot to check
         loaded = _load_manifest(manifest)
-        if loaded.commit != commit:
-            commit = loaded.commit  # the manifest names the snapshot to check
-        files = [f.remote for f in loaded.files]
+        commit, files = loaded.commit, [f.remote for f in loaded.files]
     else:
+        commit = cached_commit(cache, validate_revision(revision))
         session = Session(target, repo_type=repo_type, revision=commit, settings=settings)
         files = list(session.hub.resolve(repo, commit).files)
     return [verify_snapshot(cache, commit, select(files, include, exclude))]
