@@ -101,3 +101,25 @@ def test_racing_claimants_never_share_a_partial(tmp_path: Path) -> None:
         assert len(set(paths)) == len(paths)  # every writer owns its own file
         for p in partials:
             p.discard()
+
+
+def test_prefix_hash_matches_whatever_order_ranges_land(tmp_path: Path) -> None:
+    import hashlib
+    import random
+
+    from hfpull.prefix_hash import PrefixHasher
+
+    data = os.urandom(300_000)
+    file = RemoteFile("w.bin", len(data), "a" * 40, hashlib.sha256(data).hexdigest())
+    for seed in range(5):
+        partial = claim(tmp_path / str(seed), file)
+        assert isinstance(partial, Partial)
+        hasher = PrefixHasher(file, partial)
+        chunks = [(o, data[o : o + 7000]) for o in range(0, len(data), 7000)]
+        random.Random(seed).shuffle(chunks)
+        for offset, chunk in chunks:
+            partial.write(offset, chunk)
+            partial.mark_done(offset, offset + len(chunk))
+            hasher.landed(offset, chunk)
+        assert hasher.finish() == file.sha256
+        partial.discard()

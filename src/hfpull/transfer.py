@@ -22,7 +22,6 @@ import urllib3.exceptions
 
 from .errors import DiskError, HfpullError, IntegrityError
 from .events import ProgressCallback, ProgressEvent
-from .hashing import Hasher, hash_range, new_hasher
 from .http import (
     error_from_response,
     host_of,
@@ -34,6 +33,7 @@ from .http import (
 )
 from .models import RemoteFile, RepoRef
 from .partial import Partial
+from .prefix_hash import PrefixHasher
 from .settings import Settings
 from .sources import RetryPolicy, Source, SourcePool
 
@@ -126,9 +126,7 @@ class BlobTransfer:
         self.sources_used: list[str] = []
         self.bytes_received = 0
         self._avoid: set[str] = set()
-        self._hasher: Hasher = new_hasher(file)
-        self._hashed = 0
-        self._hash_lock = threading.Lock()
+        self._hash = PrefixHasher(file, partial)
         self._count_lock = threading.Lock()
 
     # -- orchestration ----------------------------------------------------------------
@@ -137,12 +135,12 @@ class BlobTransfer:
         """Fetch what is missing and verify; one refetch from another source on mismatch."""
         for attempt in (1, 2):
             self._fetch_missing()
-            digest = self._finish_hash()
+            digest = self._hash.finish()
             if digest == self.file.etag:
                 return
             hosts = ", ".join(dict.fromkeys(self.sources_used)) or "a previous run"
             self.partial.reset()  # corrupt bytes are never resumed from
-            self._reset_hash()
+            self._hash = PrefixHasher(self.file, self.partial)
             if attempt == 2:
                 self.partial.discard()
                 raise IntegrityError(
@@ -348,34 +346,8 @@ class BlobTransfer:
         self.partial.flush_if_due()
         with self._count_lock:
             self.bytes_received += len(data)
-        if self._hash_lock.acquire(blocking=False):
-            try:
-                if offset == self._hashed:
-                    self._hasher.update(data)
-                    self._hashed += len(data)
-                self._catch_up_hash()
-            finally:
-                self._hash_lock.release()
+        self._hash.landed(offset, data)
         self.ctx.emit(ProgressEvent("advance", self.file.path, nbytes=len(data)))
-
-    def _catch_up_hash(self) -> None:
-        end = self.partial.snapshot_done().prefix_end()
-        if end > self._hashed:
-            hash_range(self.partial.fd, self._hasher, self._hashed, end)
-            self._hashed = end
-
-    def _finish_hash(self) -> str:
-        with self._hash_lock:
-            self._catch_up_hash()
-            if self._hashed != self.file.size:
-                raise IntegrityError(
-                    f"{self.file.path}: download ended with a gap at {self._hashed}"
-                )
-            return self._hasher.hexdigest()
-
-    def _reset_hash(self) -> None:
-        with self._hash_lock:
-            self._hasher, self._hashed = new_hasher(self.file), 0
 
     def _distrust(self, hosts: set[str]) -> None:
         """Sources that sent bad bytes go last; a mirror among them is dropped for the run."""

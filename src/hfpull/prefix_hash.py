@@ -1,0 +1,55 @@
+"""Hash a blob while its ranges land out of order, without a second full read.
+
+The hash covers the contiguous prefix [0, n) of the partial. A chunk landing exactly at n is
+hashed from memory; ranges that finished earlier further on are read back (from the page
+cache) once the prefix reaches them. After a resume the existing prefix is read once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .errors import IntegrityError
+from .hashing import Hasher, hash_range, new_hasher
+from .models import RemoteFile
+from .partial import Partial
+
+
+class PrefixHasher:
+    def __init__(self, file: RemoteFile, partial: Partial) -> None:
+        self.file = file
+        self.partial = partial
+        self._hasher: Hasher = new_hasher(file)
+        self._hashed = 0
+        self._lock = threading.Lock()
+
+    def landed(self, offset: int, data: bytes) -> None:
+        """Called after ``data`` was written at ``offset`` and recorded in the partial.
+
+        Never blocks a writer: if another thread is hashing, it (or ``finish``) will pick
+        this range up when the prefix reaches it."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if offset == self._hashed:
+                self._hasher.update(data)
+                self._hashed += len(data)
+            self._catch_up()
+        finally:
+            self._lock.release()
+
+    def finish(self) -> str:
+        """The digest of the whole blob; every byte must have landed."""
+        with self._lock:
+            self._catch_up()
+            if self._hashed != self.file.size:
+                raise IntegrityError(
+                    f"{self.file.path}: download ended with a gap at byte {self._hashed}"
+                )
+            return self._hasher.hexdigest()
+
+    def _catch_up(self) -> None:
+        end = self.partial.snapshot_done().prefix_end()
+        if end > self._hashed:
+            hash_range(self.partial.fd, self._hasher, self._hashed, end)
+            self._hashed = end
