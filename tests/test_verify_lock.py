@@ -92,9 +92,24 @@ def test_extra_files_fail_only_when_asked(setup: tuple, run_cli: RunCli) -> None
 
 def test_could_not_check_is_not_exit_4(setup: tuple, run_cli: RunCli) -> None:
     _commit, _cache, env = setup
-    offline = {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HFPULL_MAX_RETRIES": "0"}
-    assert run_cli("verify", "org/model", env=offline).returncode == 3  # hub unreachable
+    down = {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HFPULL_MAX_RETRIES": "0"}
+    strict = run_cli("verify", "org/model", "--against", "hub", env=down)
+    assert strict.returncode == 3  # the Hub was required and could not be asked
     assert run_cli("verify", "org/other", env=env).returncode == 8  # not in the cache
+
+
+def test_offline_default_uses_the_listing_saved_at_download_time(
+    setup: tuple, fake_hub: FakeHub, run_cli: RunCli
+) -> None:
+    commit, cache, env = setup
+    down = {**env, "HF_ENDPOINT": "http://127.0.0.1:9", "HFPULL_MAX_RETRIES": "0"}
+    fallback = run_cli("verify", "org/model", env=down)
+    assert fallback.returncode == 0 and "saved at download time" in fallback.stderr
+    fake_hub.reset_log()
+    offline = run_cli("verify", "org/model", env={**env, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 0 and fake_hub.requests == []
+    flip((snapshot(cache, commit) / "w2.safetensors").resolve())
+    assert run_cli("verify", "org/model", env={**env, "HF_HUB_OFFLINE": "1"}).returncode == 4
 
 
 def test_verify_an_archive_and_a_damaged_one(

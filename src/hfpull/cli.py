@@ -263,6 +263,7 @@ def verify(
         reports = verify_target(
             target, repo_type=repo_type, revision=revision, manifest=manifest, lock=lock,
             include=include or (), exclude=exclude or (), settings=settings,
+            strict_hub=against == "hub", note=lambda message: print(message, file=sys.stderr),
         )  # fmt: skip
         if repair:
             reports = [

@@ -33,6 +33,7 @@ class Settings:
     retry_after_max: float = 120.0
     source_drop_after: int = 8  # consecutive failures before a source is dropped for the run
     check_disk: bool = True
+    offline: bool = False  # HF_HUB_OFFLINE: do not ask the network when a local answer exists
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -120,5 +121,10 @@ def from_environment(
         token=resolve_token(token, env),
         cache_dir=cache_dir.expanduser() if cache_dir else default_cache_dir(env),
         local_dir=local_dir.expanduser() if local_dir else None,
+        offline=_truthy(env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE")),
         **overrides,  # type: ignore[arg-type]
     )
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")

@@ -16,7 +16,7 @@ from typing import IO
 
 from .api import Session
 from .cached import cached_commit, read_tree_listing
-from .errors import IntegrityError, NotFoundError, UnsafeInputError, UsageError
+from .errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError, UsageError
 from .hashing import hash_file
 from .lockfile import LockedRepo, read_lock
 from .manifest import Manifest, parse_manifest
@@ -158,9 +158,14 @@ def verify_target(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     settings: Settings | None = None,
+    strict_hub: bool = False,
+    note: Callable[[str], None] = lambda _message: None,
 ) -> list[VerifyReport]:
     """Verify an archive file, a folder, or a cached repo (by id) against the Hub's listing
-    for its commit (default), an archive manifest, or a lock file."""
+    for its commit (default when online), an archive manifest, or a lock file.
+
+    Offline (HF_HUB_OFFLINE, or the Hub cannot be reached) a cached repo is checked against
+    the listing saved at download time, unless ``strict_hub`` (``--against hub``)."""
     settings = settings or from_environment()
     if lock is not None:
         return _verify_lock(target, read_lock(lock), settings)
@@ -180,9 +185,30 @@ def verify_target(
         commit, files = loaded.commit, [f.remote for f in loaded.files]
     else:
         commit = cached_commit(cache, validate_revision(revision))
-        session = Session(target, repo_type=repo_type, revision=commit, settings=settings)
-        files = list(session.hub.resolve(repo, commit).files)
+        files = _hub_or_saved_listing(cache, commit, settings, strict_hub, note)
     return [verify_snapshot(cache, commit, select(files, include, exclude))]
+
+
+def _hub_or_saved_listing(
+    cache: CacheLayout,
+    commit: str,
+    settings: Settings,
+    strict_hub: bool,
+    note: Callable[[str], None],
+) -> list[RemoteFile]:
+    saved = read_tree_listing(cache.repo_dir / "trees" / f"{commit}.json")
+    if settings.offline and not strict_hub and saved is not None:
+        note("offline: checking against the file list saved at download time")
+        return saved
+    session = Session(cache.repo.repo_id, repo_type=cache.repo.repo_type, revision=commit,
+                      settings=settings)  # fmt: skip
+    try:
+        return list(session.hub.resolve(cache.repo, commit).files)
+    except NetworkError:
+        if strict_hub or saved is None:
+            raise
+        note("the Hub could not be reached: checking against the file list saved at download time")
+        return saved
 
 
 def repair(report: VerifyReport, repo_type: str, settings: Settings | None = None) -> VerifyReport:
