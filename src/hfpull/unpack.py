@@ -104,7 +104,7 @@ def read_archive(
     """
     try:
         capped = _CappedReader(decompressing_reader(source), MAX_MANIFEST_BYTES + 65536)
-        with tarfile.open(fileobj=capped, mode="r|", bufsize=READ_CHUNK) as tar:
+        with tarfile.open(fileobj=capped, mode="r|") as tar:
             manifest, first = _read_manifest(tar)
             capped.cap = capped.consumed + _budget(manifest)
             contents = ArchiveContents(manifest)
