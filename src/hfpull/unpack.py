@@ -107,6 +107,7 @@ def read_archive(
         with tarfile.open(fileobj=capped, mode="r|") as tar:
             manifest, first = _read_manifest(tar)
             capped.cap = capped.consumed + _budget(manifest)
+            emit(ProgressEvent("plan", size=manifest.total_bytes, nbytes=len(manifest.files)))
             contents = ArchiveContents(manifest)
             expected = manifest.by_path()
             for index, member in enumerate(_members(tar, first, expected, contents.seen)):
