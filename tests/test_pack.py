@@ -230,3 +230,17 @@ def test_unpack_cli_rejects_garbage_with_exit_code(tmp_path: Path, run_cli: RunC
     assert result.returncode == 6 and "not an hfpull archive" in result.stderr
     os.stat(tmp_path)  # nothing else to clean: the cache folder holds no repo
     assert not list((tmp_path / "c").glob("models--*"))
+
+
+def test_offline_pack_without_a_tree_cache_is_identical(
+    fake_hub: FakeHub, commit: str, tmp_path: Path
+) -> None:
+    """Older huggingface_hub wrote no trees/<commit>.json: the file list is rebuilt from the
+    snapshot links (LFS pointer ids recomputed) and the archive must not change."""
+    import shutil
+
+    settings = fast_settings(fake_hub.url, tmp_path / "cache")
+    pack("org/model", tmp_path / "with.tar", settings=settings)
+    shutil.rmtree(repo_dir(tmp_path / "cache", "org/model") / "trees")
+    pack("org/model", tmp_path / "without.tar", settings=settings, offline=True)
+    assert (tmp_path / "with.tar").read_bytes() == (tmp_path / "without.tar").read_bytes()

@@ -4,12 +4,12 @@ from the snapshot's links when an older huggingface_hub wrote no tree cache)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from .errors import NotFoundError, UnsafeInputError
+from .hashing import git_blob_sha1
 from .models import RemoteFile, Snapshot
 from .names import COMMIT_RE, SHA256_RE, check_repo_path
 from .store import CacheLayout
@@ -43,8 +43,7 @@ def cached_snapshot(cache: CacheLayout, revision: str) -> Snapshot:
 def lfs_pointer_blob_id(sha256: str, size: int) -> str:
     """Git blob id of the LFS pointer file, which is what the Hub lists for LFS files."""
     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
-    data = pointer.encode()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324
+    return git_blob_sha1(pointer.encode())
 
 
 def _from_tree_cache(cache: CacheLayout, commit: str) -> list[RemoteFile] | None:

@@ -65,8 +65,6 @@ class FileStatus(str, Enum):
     PRESENT = "present"  # already complete at the target: nothing to do
     LINK = "link"  # blob already present; only the snapshot entry / local copy is missing
     FETCH = "fetch"  # bytes must be downloaded
-    DOWNLOADED = "downloaded"  # outcome: fetched in this run
-    SKIPPED = "skipped"  # excluded by --include/--exclude
 
 
 @dataclass(frozen=True)

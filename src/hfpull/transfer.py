@@ -24,7 +24,6 @@ from .errors import DiskError, HfpullError, IntegrityError
 from .events import ProgressCallback, ProgressEvent
 from .http import (
     error_from_response,
-    host_of,
     is_unreachable,
     origin,
     parse_content_range,
@@ -391,6 +390,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
         return "connection lost"
     return type(exc).__name__
-
-
-__all__ = ["BlobTransfer", "Cancelled", "FetchContext", "NoRangeSupport", "host_of"]
