@@ -344,3 +344,20 @@ def test_empty_files_and_serial_settings(fake_hub: FakeHub, big: Path, cache: Pa
     assert (path / "empty.txt").read_bytes() == b""
     assert sha256_of(path / "model.safetensors") == sha256_of(big)
     assert leftovers(cache) == []
+
+
+def test_without_symlinks_snapshot_entries_are_copies(
+    fake_hub: FakeHub, repo: str, big: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filesystems without symlinks (some Windows/FUSE setups): copy, as huggingface_hub does."""
+
+    def no_symlinks(*_args: object, **_kwargs: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr("hfpull.store.os.symlink", no_symlinks)
+    settings = settings_for(fake_hub, cache)
+    path = get("org/model", settings=settings)
+    entry = path / "model.safetensors"
+    assert not entry.is_symlink() and sha256_of(entry) == sha256_of(big)
+    fake_hub.reset_log()
+    assert download("org/model", settings=settings).bytes_downloaded == 0  # seen as present

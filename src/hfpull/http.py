@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 
 from . import __version__
 from .errors import (
@@ -161,6 +162,38 @@ def request_following_redirects(
             )
         current = target
     raise NetworkError(f"too many redirects starting at {host_of(url)}")
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """One line about a transport failure, without URLs (signed URLs carry secrets)."""
+    text = str(exc).lower()
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return "no data (read timeout)"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS certificate error"
+    if isinstance(exc, requests.ConnectionError):
+        if "refused" in text:
+            return "connection refused"
+        if any(m in text for m in ("name or service", "nodename", "failed to resolve")):
+            return "host name could not be resolved"
+        return "connection failed"
+    if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
+        return "connection lost"
+    return type(exc).__name__
+
+
+def tls_error(exc: BaseException, host: str) -> NetworkError | None:
+    """A certificate failure is not transient: retrying cannot fix it, so it ends the attempt
+    on that source at once. hfpull never turns verification off."""
+    if not isinstance(exc, requests.exceptions.SSLError):
+        return None
+    return NetworkError(
+        f"TLS certificate error with {host}",
+        hint="check the system clock and the CA certificates (REQUESTS_CA_BUNDLE or "
+        "SSL_CERT_FILE for a private CA)",
+    )
 
 
 def is_unreachable(exc: BaseException) -> bool:

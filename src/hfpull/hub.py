@@ -15,11 +15,13 @@ import requests
 
 from .errors import HfpullError, RepoNotFoundError, UnsafeInputError
 from .http import (
+    describe_transport_error,
     error_from_response,
     host_of,
     is_unreachable,
     parse_retry_after,
     request_following_redirects,
+    tls_error,
 )
 from .models import RemoteFile, RepoRef, Snapshot
 from .names import COMMIT_RE, check_commit, check_path_set, check_repo_path, check_sha256
@@ -142,7 +144,11 @@ class HubClient:
                         timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                     )
                 except requests.RequestException as exc:
-                    last_problem = f"{source.host}: {_short(exc)}"
+                    last_problem = f"{source.host}: {describe_transport_error(exc)}"
+                    certificate = tls_error(exc, source.host)
+                    if certificate is not None:
+                        last_error = certificate
+                        break
                     if not is_last and is_unreachable(exc) and self.pool.unreachable(source):
                         break
                 else:
@@ -164,24 +170,6 @@ class HubClient:
         if last_error is not None:
             raise last_error
         raise self.pool.exhausted_error(what, last_problem)
-
-
-def _short(exc: Exception) -> str:
-    """A one-line description of a transport error, without URLs (they may carry secrets)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.Timeout):
-        return "no data (read timeout)"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc).lower()
-        if "refused" in text:
-            return "connection refused"
-        if "name or service" in text or "resolve" in text or "nodename" in text:
-            return "host name could not be resolved"
-        if "certificate" in text or "ssl" in text:
-            return "TLS/certificate error (check the system clock and CA certificates)"
-        return "connection failed"
-    return type(exc).__name__
 
 
 def _read_json(response: requests.Response, source: Source) -> Any:

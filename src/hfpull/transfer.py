@@ -23,12 +23,14 @@ import urllib3.exceptions
 from .errors import DiskError, HfpullError, IntegrityError
 from .events import ProgressCallback, ProgressEvent
 from .http import (
+    describe_transport_error,
     error_from_response,
     is_unreachable,
     origin,
     parse_content_range,
     parse_retry_after,
     request_following_redirects,
+    tls_error,
 )
 from .models import RemoteFile, RepoRef
 from .partial import Partial
@@ -222,7 +224,11 @@ class BlobTransfer:
                 except _Transient as exc:
                     problem, retry_after = str(exc), exc.retry_after
                 except _TRANSPORT_ERRORS as exc:
-                    problem, retry_after = _describe(exc), None
+                    problem, retry_after = describe_transport_error(exc), None
+                    certificate = tls_error(exc, source.host)
+                    if certificate is not None:
+                        last_error = certificate
+                        break
                     if not is_last and is_unreachable(exc) and self.ctx.pool.unreachable(source):
                         last_problem = f"{source.host}: {problem}"
                         break
@@ -380,13 +386,3 @@ def _split(ranges: list[tuple[int, int]], segment: int) -> list[tuple[int, int]]
             pieces.append((start, min(end, start + segment)))
             start += segment
     return pieces
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)):
-        return "no data (read timeout)"
-    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
-        return "connection refused"
-    if isinstance(exc, (urllib3.exceptions.ProtocolError, ConnectionError)):
-        return "connection lost"
-    return type(exc).__name__
