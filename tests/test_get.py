@@ -361,3 +361,22 @@ def test_without_symlinks_snapshot_entries_are_copies(
     assert not entry.is_symlink() and sha256_of(entry) == sha256_of(big)
     fake_hub.reset_log()
     assert download("org/model", settings=settings).bytes_downloaded == 0  # seen as present
+
+
+def test_hf_hub_offline_answers_from_the_cache_or_fails_without_network(
+    fake_hub: FakeHub, repo: str, cache: Path
+) -> None:
+    import dataclasses
+
+    from hfpull.errors import NotFoundError
+
+    settings = settings_for(fake_hub, cache)
+    download("org/model", include=["*.json"], settings=settings)
+    offline = dataclasses.replace(settings, offline=True)
+    fake_hub.reset_log()
+    result = download("org/model", include=["*.json"], settings=offline)
+    assert result.bytes_downloaded == 0
+    assert {f.status for f in result.files} == {"present", "skipped"}
+    with pytest.raises(NotFoundError, match="HF_HUB_OFFLINE"):
+        download("org/model", settings=offline)  # the weights were never fetched
+    assert fake_hub.requests == []

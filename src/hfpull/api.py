@@ -8,7 +8,8 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from .errors import DiskError, GatedRepoError, RepoNotFoundError
+from .cached import cached_snapshot
+from .errors import DiskError, GatedRepoError, NotFoundError, RepoNotFoundError
 from .events import ProgressCallback, ProgressEvent, ignore
 from .fetch import Engine, group_by_blob
 from .http import thread_session
@@ -82,6 +83,8 @@ class Session:
         exclude: Sequence[str] = (),
         only: Collection[str] | None = None,
     ) -> Plan:
+        if self.settings.offline:
+            return self._plan_offline(include, exclude, only)
         try:
             snapshot = self.hub.resolve(self.repo, self.revision)
         except RepoNotFoundError as error:
@@ -96,6 +99,24 @@ class Session:
             return status, held
 
         return build_plan(snapshot, include, exclude, local_state, only)
+
+    def _plan_offline(
+        self, include: Sequence[str], exclude: Sequence[str], only: Collection[str] | None
+    ) -> Plan:
+        """HF_HUB_OFFLINE, as huggingface_hub: answer from the cache or fail, never the network."""
+        snapshot = cached_snapshot(self.cache, self.revision)
+        commit = snapshot.commit
+        plan = build_plan(
+            snapshot, include, exclude, lambda f: (self.layout.status(f, commit), 0), only
+        )
+        missing = [p.file.path for p in plan.to_fetch]
+        if missing:
+            raise NotFoundError(
+                f"offline (HF_HUB_OFFLINE is set) and {len(missing)} file(s) of "
+                f"{self.repo.repo_id}@{commit[:12]} are not in the cache, e.g. {missing[0]!r}",
+                hint="unset HF_HUB_OFFLINE to download them",
+            )
+        return plan
 
     def _gated_hint(self, error: GatedRepoError) -> GatedRepoError:
         page = f"{self.settings.endpoint}/{self.repo.url_prefix}{self.repo.repo_id}"

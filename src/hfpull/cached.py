@@ -34,10 +34,11 @@ def cached_commit(cache: CacheLayout, revision: str) -> str:
 def cached_snapshot(cache: CacheLayout, revision: str) -> Snapshot:
     commit = cached_commit(cache, revision)
     files = _from_tree_cache(cache, commit)
+    complete = files is not None
     if files is None:
         files = _from_snapshot_links(cache, commit)
-    repo = cache.repo
-    return Snapshot(repo, revision, commit, tuple(sorted(files, key=lambda f: f.path)))
+    ordered = tuple(sorted(files, key=lambda f: f.path))
+    return Snapshot(cache.repo, revision, commit, ordered, listing_complete=complete)
 
 
 def lfs_pointer_blob_id(sha256: str, size: int) -> str:

@@ -59,6 +59,9 @@ class Snapshot:
     revision: str  # what the user asked for (branch, tag or sha)
     commit: str  # the 40-hex sha everything else uses
     files: tuple[RemoteFile, ...]
+    # False when ``files`` may be a subset of the commit (a filtered archive, a listing
+    # rebuilt from snapshot links): then no tree cache may claim the snapshot is complete.
+    listing_complete: bool = True
 
 
 class FileStatus(str, Enum):

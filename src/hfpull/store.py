@@ -89,7 +89,7 @@ class CacheLayout:
             blob = self.blob_path(file)
             _atomic_symlink(os.path.relpath(blob, pointer.parent), pointer, copy_from=blob)
 
-    def finish(self, snapshot: Snapshot, listing_complete: bool = True) -> Path:
+    def finish(self, snapshot: Snapshot) -> Path:
         """Write ``refs/<revision>`` (branches and tags) and the tree cache; return the snapshot.
 
         The tree cache is written only from a complete listing: huggingface_hub's offline mode
@@ -98,7 +98,7 @@ class CacheLayout:
         tag = self.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
-        if listing_complete:
+        if snapshot.listing_complete:
             write_tree_cache(self.cache_dir, self.repo_dir, snapshot)
         if snapshot.revision != snapshot.commit:
             ref = self.repo_dir / "refs" / validate_revision(snapshot.revision)
@@ -163,7 +163,7 @@ class LocalDirLayout:
         assert self.cache is not None
         self._copy_to(self.cache.blob_path(files[0]), files, commit)
 
-    def finish(self, snapshot: Snapshot, listing_complete: bool = True) -> Path:
+    def finish(self, snapshot: Snapshot) -> Path:
         ensure_dirs(self.root, self.meta_dir)
         gitignore = self.meta_dir / ".gitignore"
         if not gitignore.exists():
@@ -171,7 +171,7 @@ class LocalDirLayout:
         tag = self.meta_dir / "CACHEDIR.TAG"
         if not tag.exists():
             _atomic_write(tag, CACHEDIR_TAG.encode())
-        if listing_complete:
+        if snapshot.listing_complete:
             write_tree_cache(self.root, self.meta_dir, snapshot)
         return self.root
 

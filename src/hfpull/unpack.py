@@ -84,8 +84,10 @@ def unpack(
         try:
             for group in group_by_blob(remote):
                 layout.publish(contents.staged[group[0].path], group, manifest.commit)
-            snapshot = Snapshot(manifest.repo, manifest.revision, manifest.commit, tuple(remote))
-            path = layout.finish(snapshot, listing_complete=manifest.complete)
+            snapshot = Snapshot(
+                manifest.repo, manifest.revision, manifest.commit, tuple(remote), manifest.complete
+            )
+            path = layout.finish(snapshot)
         except OSError as exc:
             raise DiskError(f"could not publish the archive: {exc.strerror}") from exc
     return UnpackResult(manifest, str(path))
