@@ -68,3 +68,24 @@ def test_bench_get_quick(tmp_path: Path) -> None:
         assert all(float(cell) > 0 for cell in row[3:]), row  # numbers, not timing limits
 
     assert out.read_text() == proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_offline_runs_and_reports_every_step(tmp_path: Path) -> None:
+    out = tmp_path / "offline.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_offline.py"), "--size-mib", "16",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    steps = [
+        line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")
+    ]
+    assert steps[1:] == [
+        f"{step} ({kind})" if step != "pack" else f"pack --compression {kind}"
+        for kind in ("none", "gzip", "zstd")
+        for step in ("pack", "unpack", "verify archive")
+    ] + ["verify cached snapshot"]
+    assert out.read_text().strip() == result.stdout.strip()
