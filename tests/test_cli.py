@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, RunCli, cli_env
-from tests.fakehub import FakeHub
+from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB, all_files, leftovers, random_file, repo_dir, sha256_of
 
 FAST = {"HFPULL_MAX_RETRIES": "2", "HFPULL_BACKOFF_BASE": "0.01", "HFPULL_READ_TIMEOUT": "3"}
@@ -308,3 +308,23 @@ def test_several_processes_share_one_cache_safely(fake_hub: FakeHub, tmp_path: P
     assert sha256_of(Path(outs[0][0].strip()) / "w.safetensors") == sha256_of(big)
     assert fake_hub.bytes_sent("/cdn/") <= size * 1.1  # the second process waited, not refetched
     assert leftovers(cache) == []
+
+
+def test_ctrl_c_during_a_stalled_read_exits_promptly(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """A worker blocked in a stalled read must not hold Ctrl-C for the whole read timeout."""
+    size = 4 * MiB
+    big = random_file(tmp_path / "src", "w.bin", size)
+    fake_hub.add_repo("org/big", {"w.safetensors": big})
+    fake_hub.faults.append(Fault("stall", server="cdn", after_bytes=MiB, seconds=25, times=1))
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, HFPULL_READ_TIMEOUT="30")
+    proc = _start_get(env, "org/big", "--cache-dir", str(cache), "--connections", "1")
+    _wait_for_bytes(fake_hub, MiB, proc)
+    time.sleep(0.5)  # now blocked in the stalled read
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert time.monotonic() - started < 6
+    journal = next((repo_dir(cache, "org/big") / "blobs").glob("*.journal"))
+    assert json.loads(journal.read_text())["done"] == [[0, MiB]]  # the progress was recorded

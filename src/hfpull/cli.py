@@ -364,7 +364,9 @@ def _errors(debug: bool) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        _fail(Interrupted("interrupted", hint="run the same command again to resume"), debug)
+        _interrupted(Interrupted("interrupted", hint="run the same command again to resume"))
+    except Interrupted as error:
+        _interrupted(error)
     except HfpullError as error:
         _fail(error, debug)
     except (typer.Exit, SystemExit):
@@ -374,6 +376,15 @@ def _errors(debug: bool) -> Iterator[None]:
             traceback.print_exc()
         _say(f"hfpull: internal error: {type(error).__name__}: {error}", "run with --debug")
         raise typer.Exit(ExitCode.FAILURE) from None
+
+
+def _interrupted(error: HfpullError) -> NoReturn:
+    """Exit now: a worker stuck in a stalled read must not hold the process for a whole
+    read timeout. Journals are already flushed; written bytes are in the page cache."""
+    _say(f"hfpull: {error.message}", error.hint)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(ExitCode.INTERRUPTED)
 
 
 def _fail(error: HfpullError, debug: bool) -> NoReturn:

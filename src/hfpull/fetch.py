@@ -25,6 +25,7 @@ from .transfer import BlobTransfer, Cancelled, FetchContext
 
 HEARTBEAT_SECONDS = 2.0
 BUSY_POLL_SECONDS = 0.5
+STOP_GRACE_SECONDS = 2.0
 _FATAL = (DiskError, AuthError, UnsafeInputError)  # no point letting other files continue
 
 
@@ -92,6 +93,7 @@ class Engine:
         }
         outcomes: list[BlobOutcome] = []
         errors: list[BaseException] = []
+        interrupted = False
         try:
             pending = set(futures)
             while pending:
@@ -108,15 +110,15 @@ class Engine:
                         if isinstance(exc, _FATAL) or not isinstance(exc, HfpullError):
                             self.ctx.cancel.set()
         except KeyboardInterrupt:
-            self.ctx.cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            interrupted = True
+            self._stop_promptly(pool, set(futures))
             raise Interrupted(
                 "interrupted; partial downloads are kept",
                 hint="run the same command again to resume",
             ) from None
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
             self._heartbeat.stop.set()
+            pool.shutdown(wait=not interrupted)
         if errors:
             raise errors[0]
         if self.ctx.cancel.is_set():
@@ -124,6 +126,21 @@ class Engine:
                 "interrupted; partial downloads are kept", hint="run it again to resume"
             )
         return outcomes
+
+    def _stop_promptly(self, pool: ThreadPoolExecutor, futures: set[Future[BlobOutcome]]) -> None:
+        """Ctrl-C: workers stop at their next chunk, but one stuck in a stalled read could
+        take a whole read timeout. Wait a little, then record every partial's progress here
+        (journals only list bytes already written) and let the caller exit at once."""
+        self.ctx.cancel.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        wait(futures, timeout=STOP_GRACE_SECONDS)
+        with self._heartbeat.lock:
+            partials = list(self._heartbeat.partials)
+        for partial in partials:
+            try:
+                partial.flush_journal()
+            except OSError:
+                pass
 
     def _one_blob(self, files: list[RemoteFile]) -> BlobOutcome:
         file = files[0]
