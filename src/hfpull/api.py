@@ -84,7 +84,7 @@ class Session:
         only: Collection[str] | None = None,
     ) -> Plan:
         if self.settings.offline:
-            return self._plan_offline(include, exclude, only)
+            return self.plan_cached(include, exclude, only)
         try:
             snapshot = self.hub.resolve(self.repo, self.revision)
         except RepoNotFoundError as error:
@@ -100,10 +100,16 @@ class Session:
 
         return build_plan(snapshot, include, exclude, local_state, only)
 
-    def _plan_offline(
-        self, include: Sequence[str], exclude: Sequence[str], only: Collection[str] | None
+    def plan_cached(
+        self,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        only: Collection[str] | None = None,
+        why: str = "offline (HF_HUB_OFFLINE is set)",
+        hint: str = "unset HF_HUB_OFFLINE to download them",
     ) -> Plan:
-        """HF_HUB_OFFLINE, as huggingface_hub: answer from the cache or fail, never the network."""
+        """A plan from the cache alone (refs/, the saved listing), never the network; fails
+        naming what the cache lacks. Used for HF_HUB_OFFLINE and ``pack --offline``."""
         snapshot = cached_snapshot(self.cache, self.revision)
         commit = snapshot.commit
         plan = build_plan(
@@ -112,9 +118,9 @@ class Session:
         missing = [p.file.path for p in plan.to_fetch]
         if missing:
             raise NotFoundError(
-                f"offline (HF_HUB_OFFLINE is set) and {len(missing)} file(s) of "
-                f"{self.repo.repo_id}@{commit[:12]} are not in the cache, e.g. {missing[0]!r}",
-                hint="unset HF_HUB_OFFLINE to download them",
+                f"{why}: {len(missing)} file(s) of {self.repo.repo_id}@{commit[:12]} "
+                f"are not in the cache, e.g. {missing[0]!r}",
+                hint=hint,
             )
         return plan
 
@@ -169,19 +175,10 @@ class Session:
         files = []
         for planned in plan.files:
             f = planned.file
-            outcome = by_etag.get(f.etag)
-            fetched = planned.status is FileStatus.FETCH and outcome is not None and outcome.source
-            status = "downloaded" if fetched else "present"
-            files.append(
-                FileResult(
-                    f.path,
-                    f.size,
-                    f.etag,
-                    f.is_lfs,
-                    status,
-                    outcome.source if fetched and outcome else None,
-                )
-            )
+            outcome = by_etag.get(f.etag) if planned.status is FileStatus.FETCH else None
+            source = outcome.source if outcome else None  # None: another process fetched it
+            status = "downloaded" if source else "present"
+            files.append(FileResult(f.path, f.size, f.etag, f.is_lfs, status, source))
         files += [
             FileResult(f.path, f.size, f.etag, f.is_lfs, "skipped", None) for f in plan.skipped
         ]

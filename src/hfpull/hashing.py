@@ -43,6 +43,16 @@ def hash_range(fd: int, hasher: Hasher, start: int, end: int) -> None:
         pos += len(chunk)
 
 
+def file_digests(path: str, file: RemoteFile) -> tuple[str, str]:
+    """(digest under ``file``'s own hash, sha256 of the content) in a single read."""
+    own, sha256 = new_hasher(file), hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            own.update(chunk)
+            sha256.update(chunk)
+    return own.hexdigest(), sha256.hexdigest()
+
+
 def hash_file(path: str, file: RemoteFile) -> str:
     """Hex digest of a whole file, using the hash that ``file`` is published under."""
     hasher = new_hasher(file)

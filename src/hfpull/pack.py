@@ -24,14 +24,12 @@ from typing import IO, Any
 
 from . import __version__
 from .api import Session
-from .cached import cached_snapshot
 from .compression import compressing_writer
-from .errors import DiskError, IntegrityError, NotFoundError
+from .errors import DiskError, IntegrityError
 from .events import ProgressCallback, ProgressEvent, ignore
-from .hashing import READ_CHUNK, hash_file
+from .hashing import READ_CHUNK, file_digests
 from .manifest import MANIFEST_NAME, Manifest, ManifestFile
-from .models import FileStatus, Plan, RemoteFile
-from .plan import build_plan
+from .models import Plan, RemoteFile
 from .settings import Settings, from_environment
 
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -64,17 +62,10 @@ def pack(
     session = Session(repo_id, repo_type=repo_type, revision=revision, settings=settings)
     emit = progress or ignore
     if offline:
-        snapshot = cached_snapshot(session.cache, revision)
-        plan = build_plan(
-            snapshot, include, exclude, lambda f: (session.cache.status(f, snapshot.commit), 0)
-        )
-        missing = [p.file.path for p in plan.files if p.status is FileStatus.FETCH]
-        if missing:
-            raise NotFoundError(
-                f"{len(missing)} file(s) of {repo_id}@{snapshot.commit[:12]} are not in the cache, "
-                f"e.g. {missing[0]!r}",
-                hint="run without --offline to fetch them, or hfpull get first",
-            )
+        plan = session.plan_cached(
+            include, exclude, why="--offline",
+            hint="run without --offline to fetch them, or hfpull get first",
+        )  # fmt: skip
     else:
         session.emit = emit
         plan = session.plan(include, exclude)
@@ -96,12 +87,12 @@ def build_manifest(session: Session, plan: Plan, complete: bool) -> Manifest:
         if file.sha256 is not None:
             return ManifestFile(file.path, file.size, file.sha256, file.blob_id, True)
         blob = cache.blob_path(file)
-        if hash_file(str(blob), file) != file.blob_id:
+        git_sha1, sha256 = file_digests(str(blob), file)
+        if git_sha1 != file.blob_id:
             raise IntegrityError(
                 f"{file.path}: the cached blob {blob} does not match its git sha1",
                 hint="run hfpull verify --repair on this repo",
             )
-        sha256 = _sha256_of(blob)
         return ManifestFile(file.path, file.size, sha256, file.blob_id, False)
 
     with ThreadPoolExecutor(HASH_THREADS) as pool:
@@ -174,14 +165,6 @@ def _member(name: str, size: int) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.type = tarfile.REGTYPE
     return info
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _CheckingReader:
