@@ -36,8 +36,9 @@ def repo_dir(cache: Path, repo_id: str, repo_type: str = "model") -> Path:
 
 
 def leftovers(root: Path) -> list[Path]:
-    """Partials, journals and temp files left anywhere below ``root``."""
-    return [p for p in root.rglob("*") if p.name.endswith((".incomplete", ".journal", ".tmp"))]
+    """Partials, journals, claim files and temp files left anywhere below ``root``."""
+    kinds = (".incomplete", ".journal", ".tmp", ".lock", ".owner", ".aside")
+    return [p for p in root.rglob("*") if p.name.endswith(kinds)]
 
 
 def all_files(root: Path) -> set[Path]:

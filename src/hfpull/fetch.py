@@ -1,13 +1,14 @@
 """The parallel engine: many blobs at once, each owned through a partial, published verified.
 
 Blobs are scheduled once per distinct hash (two paths with the same content download once).
-A heartbeat thread keeps every open partial's journal fresh, so other processes can tell a
-live download from an abandoned one. Ctrl-C stops everything promptly and keeps partials.
+A blob another process is fetching is set aside and retried later, so a worker never sits
+idle while other blobs wait. A heartbeat thread keeps every open partial's journal fresh, so
+other processes can tell a live download from an abandoned one. Ctrl-C stops everything
+promptly and keeps partials.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -19,11 +20,12 @@ from typing import Protocol
 from .errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
 from .events import ProgressEvent
 from .models import FileStatus, RemoteFile
-from .partial import BUSY, Partial, claim
+from .owner import LeaseWatch
+from .partial import BUSY, LostPartial, Partial, claim
 from .store import ensure_dirs
 from .transfer import BlobTransfer, Cancelled, FetchContext
 
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = 2.0  # at most; and at least 8 beats per lease
 BUSY_POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 2.0
 _FATAL = (DiskError, AuthError, UnsafeInputError)  # no point letting other files continue
@@ -47,21 +49,26 @@ class BlobOutcome:
     bytes_received: int
 
 
+class _Deferred:
+    """Another process holds this blob: try it again after the others."""
+
+
 @dataclass
 class _Heartbeat:
+    interval: float = HEARTBEAT_SECONDS
     partials: set[Partial] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_SECONDS):
+        while not self.stop.wait(self.interval):
             with self.lock:
                 partials = list(self.partials)
             for partial in partials:
                 try:
                     partial.heartbeat()
-                except OSError:
-                    pass  # the next write will report a real disk problem
+                except (OSError, LostPartial):
+                    pass  # its writers see it at their next write
 
     def track(self, partial: Partial) -> None:
         with self.lock:
@@ -76,7 +83,9 @@ class Engine:
     def __init__(self, ctx: FetchContext, layout: Layout) -> None:
         self.ctx = ctx
         self.layout = layout
-        self._heartbeat = _Heartbeat()
+        lease = ctx.settings.lease_seconds
+        self._heartbeat = _Heartbeat(min(HEARTBEAT_SECONDS, lease / 8))
+        self._watch = LeaseWatch(lease)  # one per run: a silent owner's lease spans our polls
 
     def download(self, groups: Iterable[list[RemoteFile]]) -> list[BlobOutcome]:
         """Fetch each group (files sharing one blob) and publish it; raise the first failure."""
@@ -88,20 +97,37 @@ class Engine:
         beat.start()
         workers = min(self.ctx.settings.max_workers, len(groups))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="hfpull-file")
-        futures: dict[Future[BlobOutcome], list[RemoteFile]] = {
-            pool.submit(self._one_blob, group): group for group in groups
+        futures: dict[Future[BlobOutcome | _Deferred], list[RemoteFile]] = {
+            pool.submit(self._one_blob, group, True): group for group in groups
         }
+        deferred: list[tuple[float, list[RemoteFile]]] = []
         outcomes: list[BlobOutcome] = []
         errors: list[BaseException] = []
         interrupted = False
         try:
             pending = set(futures)
-            while pending:
+            while pending or deferred:
+                now = time.monotonic()
+                while deferred and deferred[0][0] <= now and not self.ctx.cancel.is_set():
+                    group = deferred.pop(0)[1]
+                    future = pool.submit(self._one_blob, group, False)
+                    futures[future] = group
+                    pending.add(future)
+                if self.ctx.cancel.is_set():
+                    deferred.clear()
+                if not pending:
+                    time.sleep(min(0.25, max(0.0, deferred[0][0] - now)) if deferred else 0)
+                    continue
                 done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
                 for future in done:
                     exc = future.exception()
                     if exc is None:
-                        outcomes.append(future.result())
+                        result = future.result()
+                        if isinstance(result, _Deferred):
+                            group = futures[future]
+                            deferred.append((time.monotonic() + BUSY_POLL_SECONDS, group))
+                        else:
+                            outcomes.append(result)
                     elif not isinstance(exc, Cancelled):
                         errors.append(exc)
                         self.ctx.emit(
@@ -127,7 +153,9 @@ class Engine:
             )
         return outcomes
 
-    def _stop_promptly(self, pool: ThreadPoolExecutor, futures: set[Future[BlobOutcome]]) -> None:
+    def _stop_promptly(
+        self, pool: ThreadPoolExecutor, futures: set[Future[BlobOutcome | _Deferred]]
+    ) -> None:
         """Ctrl-C: workers stop at their next chunk, but one stuck in a stalled read could
         take a whole read timeout. Wait a little, then record every partial's progress here
         (journals only list bytes already written) and let the caller exit at once."""
@@ -139,17 +167,24 @@ class Engine:
         for partial in partials:
             try:
                 partial.flush_journal()
-            except OSError:
+            except (OSError, LostPartial):
                 pass
 
-    def _one_blob(self, files: list[RemoteFile]) -> BlobOutcome:
+    def _one_blob(self, files: list[RemoteFile], first_time: bool) -> BlobOutcome | _Deferred:
         file = files[0]
         commit = self.ctx.commit
-        partial = self._claim(files)
-        if partial is None:  # another process finished it while we waited
-            self.layout.place_existing(files, commit)
-            self.ctx.emit(ProgressEvent("done", file.path, size=file.size, message="present"))
-            return BlobOutcome(file.etag, None, 0)
+        if self.ctx.cancel.is_set():
+            raise Cancelled
+        if not first_time and self.layout.status(file, commit) is not FileStatus.FETCH:
+            return self._present(files)  # another process finished it while we waited
+        result = claim(self.layout.partial_dir, file, self._watch)
+        if result is BUSY:
+            return self._defer(file, first_time)
+        assert isinstance(result, Partial)
+        partial = result
+        if self.layout.status(file, commit) is not FileStatus.FETCH:
+            partial.discard()  # published by another process just before our claim
+            return self._present(files)
         self._heartbeat.track(partial)
         transfer = BlobTransfer(self.ctx, file, partial)
         already = partial.snapshot_done().total()
@@ -157,9 +192,11 @@ class Engine:
         try:
             transfer.run()
             self._publish(partial, files, commit)
+        except LostPartial:
+            partial.close()
+            return self._defer(file, True)
         except BaseException:
-            if partial.fd >= 0:
-                partial.release()  # keep what we have for the next run
+            partial.release()  # keep what we have for the next run (no-op once published)
             raise
         finally:
             self._heartbeat.untrack(partial)
@@ -167,34 +204,22 @@ class Engine:
         self.ctx.emit(ProgressEvent("done", file.path, size=file.size, message="downloaded"))
         return BlobOutcome(file.etag, hosts, transfer.bytes_received)
 
-    def _claim(self, files: list[RemoteFile]) -> Partial | None:
-        """Own this blob's partial, waiting while another live process downloads it."""
+    def _present(self, files: list[RemoteFile]) -> BlobOutcome:
         file = files[0]
-        waited = False
-        while True:
-            if self.ctx.cancel.is_set():
-                raise Cancelled
-            if waited and self.layout.status(file, self.ctx.commit) is not FileStatus.FETCH:
-                return None
-            result = claim(self.layout.partial_dir, file)
-            if result is not BUSY:
-                assert isinstance(result, Partial)
-                return result
-            if not waited:
-                self.ctx.emit(
-                    ProgressEvent(
-                        "wait", file.path, message="another hfpull process is fetching it"
-                    )
-                )
-                waited = True
-            time.sleep(BUSY_POLL_SECONDS)
+        self.layout.place_existing(files, self.ctx.commit)
+        self.ctx.emit(ProgressEvent("done", file.path, size=file.size, message="present"))
+        return BlobOutcome(file.etag, None, 0)
+
+    def _defer(self, file: RemoteFile, first_time: bool) -> _Deferred:
+        if first_time:
+            self.ctx.emit(
+                ProgressEvent("wait", file.path, message="another hfpull process is fetching it")
+            )
+        return _Deferred()
 
     def _publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
         try:
-            os.fsync(partial.fd)
-            partial.close()
-            self.layout.publish(partial.data_path, files, commit)
-            partial.discard()  # the journal; the data file was renamed into place
+            partial.publish(lambda verified: self.layout.publish(verified, files, commit))
         except OSError as exc:
             raise DiskError(
                 f"could not publish {files[0].path}: {exc.strerror}",

@@ -33,6 +33,7 @@ class Settings:
     retry_after_max: float = 120.0
     source_drop_after: int = 8  # consecutive failures before a source is dropped for the run
     check_disk: bool = True
+    lease_seconds: float = 120.0  # a partial's owner we cannot check, silent this long: gone
     offline: bool = False  # HF_HUB_OFFLINE: do not ask the network when a local answer exists
 
     @property
@@ -54,6 +55,7 @@ ENV_KNOBS: dict[str, tuple[str, type]] = {
     "HFPULL_CONNECT_TIMEOUT": ("connect_timeout", float),
     "HFPULL_STALL_WINDOW": ("stall_window", float),
     "HFPULL_SEGMENT_SIZE": ("segment_size", int),
+    "HFPULL_LEASE_SECONDS": ("lease_seconds", float),
 }
 
 
