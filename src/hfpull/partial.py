@@ -46,7 +46,14 @@ T = TypeVar("T")
 Steps = Generator[str, None, T]  # yields a label after each filesystem step (for tests)
 
 
-_KINDS = ("owner", "incomplete", "incomplete.journal", "incomplete.journal.tmp", "aside")
+_KINDS = (
+    "owner",
+    "owner.tmp",
+    "incomplete",
+    "incomplete.journal",
+    "incomplete.journal.tmp",
+    "aside",
+)
 
 
 class LostPartial(Exception):
@@ -347,11 +354,10 @@ def claim_steps(directory: Path, file: RemoteFile, watch: LeaseWatch) -> Steps[P
     with _OWNED_GUARD:  # before the link: a thread of ours must never judge this claim dead
         _OWNED.add(token)
     try:
-        fd = os.open(names.owner(token), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, record)
-        finally:
-            os.close(fd)
+        # Complete before it appears under its name: an empty record would read as junk.
+        pending = _tmp(names.owner(token))
+        pending.write_bytes(record)
+        os.rename(pending, names.owner(token))
         yield "owner written"
         if not (yield from _acquire(names, token, watch)):
             _forget(names, token)
@@ -558,11 +564,11 @@ def _remove_abandoned(names: BlobNames, other: str, kinds: set[str]) -> None:
         return  # it replaced our lock meanwhile: its files are not abandoned, ours are
     for path in (names.data(other), names.journal(other), _tmp(names.journal(other))):
         _unlink(path)
-    if kinds & {"owner", "aside"}:
-        owner = _parse_owner(_read_bytes(names.owner(other)))
-        if owner is None or judge(owner, _owned_here) is Verdict.DEAD:
-            _unlink(names.owner(other))
-            _unlink(names.aside(other))
+    if kinds & {"owner", "owner.tmp", "aside"}:
+        record = _read_bytes(names.owner(other)) or _read_bytes(_tmp(names.owner(other)))
+        owner = _parse_owner(record)
+        if owner is not None and judge(owner, _owned_here) is Verdict.DEAD:
+            _forget(names, other)
 
 
 class _Beat:
@@ -612,6 +618,7 @@ def _unlock_steps(names: BlobNames, token: str, lock_id: tuple[int, int]) -> Ste
 
 
 def _forget(names: BlobNames, token: str) -> None:
+    _unlink(_tmp(names.owner(token)))
     _unlink(names.aside(token))
     _unlink(names.owner(token))
     with _OWNED_GUARD:
