@@ -35,9 +35,12 @@ def repo_dir(cache: Path, repo_id: str, repo_type: str = "model") -> Path:
     return cache / RepoRef(repo_id, repo_type).cache_folder_name
 
 
+LEFTOVER_SUFFIXES = (".incomplete", ".journal", ".tmp", ".lock", ".owner", ".adopting")
+
+
 def leftovers(root: Path) -> list[Path]:
-    """Partials, journals and temp files left anywhere below ``root``."""
-    return [p for p in root.rglob("*") if p.name.endswith((".incomplete", ".journal", ".tmp"))]
+    """Partials, journals, temp files and claim/lock files left anywhere below ``root``."""
+    return [p for p in root.rglob("*") if p.name.endswith(LEFTOVER_SUFFIXES)]
 
 
 def all_files(root: Path) -> set[Path]:
