@@ -26,11 +26,13 @@ Kinds of round:
 - ``pidns``: every process in its own pid namespace (``unshare --pid --fork --mount-proc``),
   like containers sharing a volume: pids recorded by another process mean nothing here (every
   hfpull is pid 1). Fails, never skips, on Linux when ``unshare`` is missing or refused.
+- ``sequential`` (control): two runs one after the other must pass the same checks, which
+  shows the checks themselves hold on a cache that was never shared.
 
 All rounds of a test run even when one fails; the failure message lists every round (time,
 bytes served / repo size, sampler statistics) and the problems of the failing ones.
 
-Default run: ``HFPULL_STRESS_ROUNDS`` (default 3) plain rounds, 1 seeded, 1 pidns.
+Default run: ``HFPULL_STRESS_ROUNDS`` (default 3) plain rounds, 1 seeded, 1 pidns, 1 control.
 ``pytest -m slow tests/test_concurrency.py``: ``HFPULL_STRESS_ROUNDS`` (default 20) plain rounds
 plus a fifth as many (at least 2) seeded and pidns rounds.
 """
@@ -590,9 +592,11 @@ def run_round(
     sampler.start()
     late: list[str] = []
     try:
-        for i in range(PROCS):
+        for i in range(2 if kind == "sequential" else PROCS):
             procs.append(start_get(f"get-{i}", logs, env, cache, prefix=prefix))
-        late = wait_all(procs, ROUND_TIMEOUT)
+            if kind == "sequential":
+                late += wait_all(procs[-1:], ROUND_TIMEOUT)
+        late += wait_all(procs, ROUND_TIMEOUT)
     finally:
         sampler.stop()
         for proc in procs:
@@ -652,3 +656,8 @@ def test_many_rounds(fake_hub: FakeHub, stress_repo: StressRepo, tmp_path: Path)
     require_unshare()
     kinds = [("plain", rounds), ("seeded", extra), ("pidns", extra)]
     run_rounds(kinds, fake_hub, stress_repo, tmp_path)
+
+
+def test_sequential_control(fake_hub: FakeHub, stress_repo: StressRepo, tmp_path: Path) -> None:
+    """Two runs one after the other pass every check: the checks themselves are sound."""
+    run_rounds([("sequential", 1)], fake_hub, stress_repo, tmp_path)
