@@ -269,18 +269,39 @@ def _descendants(roots: dict[int, str]) -> dict[int, str]:
     return owner
 
 
-class PartialSampler(threading.Thread):
-    """Watches ``blobs/*.incomplete`` while a round runs and records inode sharing.
+def _open_for_writing(pid: int, fd: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & 0o3 != 0  # O_WRONLY or O_RDWR
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
-    1. Two partial names for one (st_dev, st_ino) in one sample, still so when both are
-       stat'ed again: two names for one file at the same moment.
-    2. An inode seen under name A and later under name B (A gone): a rename between partial
-       names, which a protocol only does to take over an *abandoned* partial. Whether A's owner
-       was still running is decided from /proc/<pid>/fd at that moment: if two different
-       runners hold the inode open, the previous owner still has it (a live partial was taken,
-       two writers share one file). This never misfires on inode-number reuse or on a process
-       renaming its own partial; it can miss a steal whose victim closed its file already.
+
+class PartialSampler(threading.Thread):
+    """Watches ``blobs/*.incomplete`` while a round runs; records inode sharing and owners.
+
+    1. Names: two partial names for one (st_dev, st_ino) in one sample, still so when both
+       are stat'ed again, are two names for one file at the same moment.
+    2. Owners: a partial is owned by the runner that has it open for writing, read from
+       /proc/<pid>/fd (the link follows renames; a deleted file reads "... (deleted)") and
+       /proc/<pid>/fdinfo (access mode), for each runner and its descendants (the hfpull under
+       ``unshare``). Every OWNER_SCAN seconds, and whenever an inode shows up under a new name,
+       the sampler checks that no partial is open for writing by two runners; a hit must
+       repeat in an immediate second scan. A live partial taken over by rename (its owner still
+       running and writing) is exactly such a hit, with the name change as the smoking gun.
+       Why not plain inode bookkeeping ("seen under A, later under B while A's owner lives"):
+       inode numbers are reused within milliseconds (hundreds of A-gone-B-appears pairs per
+       round are reuse, not renames), and the journal's pid names nobody across pid
+       namespaces. The owner check never misfires on reuse, on a process renaming its own
+       partial or on read-only peeks; it can miss a steal whose victim closed its file between
+       two scans.
     """
+
+    OWNER_SCAN = 0.02
+    TREE_REFRESH = 0.2
 
     def __init__(self, blobs: Path, procs: list[Proc]) -> None:
         super().__init__(name="partial-sampler", daemon=True)
@@ -290,14 +311,24 @@ class PartialSampler(threading.Thread):
         self.problems: list[str] = []
         self.dropped = 0
         self.samples = 0
+        self.scans = 0
         self.names: set[str] = set()
         self.moves = 0
         self._last_name: dict[tuple[int, int], str] = {}
+        self._renamed_from: dict[str, str] = {}
+        self._reported: set[str] = set()
+        self._tree: dict[int, str] = {}
+        self._tree_at = 0.0
+        self._scan_at = 0.0
 
     def run(self) -> None:
         try:
             while not self.halt.is_set():
-                self._sample()
+                moved = self._sample()
+                now = time.monotonic()
+                if moved or now - self._scan_at >= self.OWNER_SCAN:
+                    self._check_owners()
+                    self._scan_at = now
                 self.halt.wait(SAMPLE_INTERVAL)
         except Exception:
             self.problems.append("the sampler crashed:\n" + traceback.format_exc())
@@ -308,8 +339,8 @@ class PartialSampler(threading.Thread):
 
     def summary(self) -> str:
         return (
-            f"sampler: {self.samples} samples, {len(self.names)} partial names, "
-            f"{self.moves} inode moves (renames or reused inode numbers)"
+            f"sampler: {self.samples} samples, {self.scans} owner scans, "
+            f"{len(self.names)} partial names, {self.moves} inode moves (renames or reuse)"
         )
 
     def _problem(self, text: str) -> None:
@@ -325,11 +356,12 @@ class PartialSampler(threading.Thread):
             return None
         return st.st_dev, st.st_ino
 
-    def _sample(self) -> None:
+    def _sample(self) -> bool:
+        """One listing of the partials; True if an inode showed up under a new name."""
         try:
             names = [n for n in os.listdir(self.blobs) if n.endswith(".incomplete")]
         except FileNotFoundError:
-            return
+            return False
         current: dict[str, tuple[int, int]] = {}
         for name in names:
             key = self._stat(name)
@@ -343,37 +375,55 @@ class PartialSampler(threading.Thread):
         for key, shared in by_inode.items():
             if len(shared) > 1 and all(self._stat(n) == key for n in shared):
                 self._problem(f"partials {sorted(shared)} are one inode {key} at the same time")
+        moved = False
         for name, key in current.items():
             before = self._last_name.get(key)
             if before is not None and before != name and current.get(before) != key:
                 self.moves += 1
-                holders = self._holders(key)
-                if len(holders) > 1:
-                    self._problem(
-                        f"partial {before} was renamed to {name} while {sorted(holders)} all "
-                        "held it open: a live partial was taken over"
-                    )
+                self._renamed_from[name] = before
+                moved = True
             self._last_name[key] = name
+        return moved
 
-    def _holders(self, key: tuple[int, int]) -> set[str]:
-        """Names of the runners that have the inode ``key`` open right now."""
+    def _writers(self) -> dict[str, set[str]]:
+        """Partial name -> the runners that have it open for writing right now."""
+        now = time.monotonic()
         roots = {p.popen.pid: p.name for p in list(self.procs) if p.popen.poll() is None}
-        held = set()
-        for pid, runner in _descendants(roots).items():
-            fd_dir = f"/proc/{pid}/fd"
+        if set(roots) - set(self._tree) or now - self._tree_at >= self.TREE_REFRESH:
+            self._tree, self._tree_at = _descendants(roots), now
+        prefix = os.path.realpath(self.blobs) + "/"
+        writers: dict[str, set[str]] = defaultdict(set)
+        for pid, runner in self._tree.items():
             try:
-                fds = os.listdir(fd_dir)
+                fds = os.listdir(f"/proc/{pid}/fd")
             except OSError:
                 continue
             for fd in fds:
                 try:
-                    st = os.stat(f"{fd_dir}/{fd}")
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 except OSError:
                     continue
-                if (st.st_dev, st.st_ino) == key:
-                    held.add(runner)
-                    break
-        return held
+                if target.startswith(prefix) and target.endswith(".incomplete"):
+                    if _open_for_writing(pid, fd):
+                        writers[target[len(prefix) :]].add(runner)
+        self.scans += 1
+        return writers
+
+    def _check_owners(self) -> None:
+        shared = {n: r for n, r in self._writers().items() if len(r) > 1}
+        if not shared:
+            return
+        again = self._writers()
+        for name, runners in shared.items():
+            both = sorted(runners & again.get(name, set()))
+            if len(both) > 1 and name not in self._reported:
+                self._reported.add(name)
+                was = self._renamed_from.get(name)
+                how = f" (its inode number was seen as {was} before)" if was else ""
+                self._problem(
+                    f"partial {name} is open for writing by {both} at once{how}: "
+                    "two owners of one partial, a live partial was taken over"
+                )
 
 
 # -- checks ----------------------------------------------------------------------------------
