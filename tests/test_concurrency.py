@@ -481,6 +481,10 @@ def check_round(
         elif proc.stdout().strip() != str(snapshot):
             problems.append(f"{proc.name} printed {proc.stdout()!r}, not {snapshot}")
 
+    ref = read_or_none(root / "refs" / "main")
+    if ref != repo.commit.encode():
+        problems.append(f"refs/main holds {ref!r}, not {repo.commit}")
+
     blobs = root / "blobs"
     present = set()
     bad = []
@@ -626,6 +630,7 @@ def run_round(
     cache, logs = base / "cache", base / "logs"
     env = cli_env(base, HF_ENDPOINT=hub.url, **ENV)
     hub.faults.clear()
+    hub.errors.clear()
     hub.reset_log()
     seeded: dict[str, int] = {}
     started = time.monotonic()
@@ -642,11 +647,14 @@ def run_round(
     sampler.start()
     late: list[str] = []
     try:
-        for i in range(2 if kind == "sequential" else PROCS):
-            procs.append(start_get(f"get-{i}", logs, env, cache, prefix=prefix))
-            if kind == "sequential":
+        if kind == "sequential":
+            for i in range(2):
+                procs.append(start_get(f"get-{i}", logs, env, cache, prefix=prefix))
                 late += wait_all(procs[-1:], ROUND_TIMEOUT)
-        late += wait_all(procs, ROUND_TIMEOUT)
+        else:
+            for i in range(PROCS):
+                procs.append(start_get(f"get-{i}", logs, env, cache, prefix=prefix))
+            late = wait_all(procs, ROUND_TIMEOUT)
     finally:
         sampler.stop()
         for proc in procs:
