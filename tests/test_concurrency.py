@@ -5,24 +5,27 @@ Every round starts six CLI processes on one fresh cache, all fetching the same d
 4-8 MiB LFS files split into 1 MiB Range segments). It then checks what any correct claim
 protocol guarantees, whatever its internals:
 
-- every process exits 0 and prints the snapshot path;
+- every process exits 0 and prints the snapshot path; refs/main names the commit;
 - every file in ``blobs/`` hashes to its name (sha256 for LFS, git blob sha1 otherwise), every
   expected blob is there, and the snapshot holds exactly the repo's files, byte for byte;
 - nothing is left behind (partials, journals, temp files, lock/owner/adopting files);
 - the fake Hub served at most 1.25x the repo's bytes: a process must wait for a blob another
   process is fetching (or has fetched meanwhile), not fetch it again;
 - a sampler thread watching ``blobs/*.incomplete`` never sees two partial names for one inode
-  at the same moment, nor a partial renamed to another partial name while the process that
-  held it still has it open (a live partial stolen: two writers in one file).
+  at the same moment, nor one partial open for writing by two processes at once, which is
+  what renaming a live partial away from its running owner produces (two writers in one
+  file); see PartialSampler for why ownership is read from /proc.
 
 Kinds of round:
 
 - ``plain``: an empty cache.
-- ``seeded``: first one run is SIGKILLed mid-download of the LFS files (the CDN is throttled
+- ``seeded``: first, one run is SIGKILLed mid-download of the LFS files (the CDN is throttled
   for it), leaving abandoned partials; in every other seeded round they are also backdated by
   an hour, like the leftovers of yesterday's crash. The six must take them over: besides the
   checks above, each abandoned file is fetched at most (size - bytes its journal records) + one
-  segment, i.e. resumed once, not restarted or fetched twice.
+  segment, i.e. resumed once, not restarted or fetched twice. The SIGKILL sometimes lands in
+  the middle of a journal write and leaves that journal's temp file: taking the partial over
+  includes clearing that too (the leftovers check counts it).
 - ``pidns``: every process in its own pid namespace (``unshare --pid --fork --mount-proc``),
   like containers sharing a volume: pids recorded by another process mean nothing here (every
   hfpull is pid 1). Fails, never skips, on Linux when ``unshare`` is missing or refused.
