@@ -35,10 +35,12 @@ def repo_dir(cache: Path, repo_id: str, repo_type: str = "model") -> Path:
     return cache / RepoRef(repo_id, repo_type).cache_folder_name
 
 
+LEFTOVER_SUFFIXES = (".incomplete", ".journal", ".tmp", ".lock", ".owner", ".aside", ".adopting")
+
+
 def leftovers(root: Path) -> list[Path]:
-    """Partials, journals, claim files and temp files left anywhere below ``root``."""
-    kinds = (".incomplete", ".journal", ".tmp", ".lock", ".owner", ".aside")
-    return [p for p in root.rglob("*") if p.name.endswith(kinds)]
+    """Partials, journals, temp files and claim/lock files left anywhere below ``root``."""
+    return [p for p in root.rglob("*") if p.name.endswith(LEFTOVER_SUFFIXES)]
 
 
 def all_files(root: Path) -> set[Path]:
