@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import random
@@ -580,6 +581,72 @@ def test_wrong_content_range_fault(hub: FakeHub, http: requests.Session) -> None
     assert r.status_code == 206
     assert r.headers["Content-Range"] == f"bytes 0-99/{len(WEIGHTS)}"
     assert r.content == WEIGHTS[:100]
+
+
+def test_wrong_total_fault(hub: FakeHub, http: requests.Session) -> None:
+    hub.faults.append(Fault("wrong_total", match="/cdn/", times=1))
+    location = cdn_location(hub, http)
+    assert http.get(location).status_code == 200  # no 206: not consumed
+    r = http.get(location, headers={"Range": "bytes=1000-1099"})
+    assert r.status_code == 206 and r.content == WEIGHTS[1000:1100]
+    assert r.headers["Content-Range"] == f"bytes 1000-1099/{len(WEIGHTS) + 1}"
+    assert hub.requests[-1].fault == "wrong_total"
+    clean = http.get(location, headers={"Range": "bytes=1000-1099"})
+    assert clean.headers["Content-Range"] == f"bytes 1000-1099/{len(WEIGHTS)}"
+
+
+def dechunk(raw: bytes) -> tuple[bytes, bool]:
+    """Decode a chunked body by hand; also say whether it ended with the last (0) chunk."""
+    out, rest = b"", raw
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert rest == b"\r\n"
+            return out, True
+        out, rest = out + rest[:size], rest[size:]
+        if not rest:
+            break
+        assert rest.startswith(b"\r\n")
+        rest = rest[2:]
+    return out, False
+
+
+def test_gzip_fault_compresses_the_range_served(hub: FakeHub, http: requests.Session) -> None:
+    hub.faults.append(Fault("gzip", match="/cdn/", times=1))
+    location = cdn_location(hub, http)
+    raw = raw_get(location, {"Range": "bytes=1000-1999"})
+    assert raw.status == 206 and raw.headers["content-encoding"] == "gzip"
+    assert raw.headers["content-range"] == f"bytes 1000-1999/{len(WEIGHTS)}"
+    assert raw.headers["content-length"] == str(len(raw.body)) != "1000"
+    assert gzip.decompress(raw.body) == WEIGHTS[1000:2000]
+    assert (hub.requests[-1].fault, hub.requests[-1].body_bytes) == ("gzip", len(raw.body))
+    clean = raw_get(location, {"Range": "bytes=1000-1999"})
+    assert "content-encoding" not in clean.headers and clean.body == WEIGHTS[1000:2000]
+    hub.faults.append(Fault("gzip", match="config.json"))  # what a real client decodes
+    r = http.get(resolve(hub, "config.json"))
+    assert r.headers["Content-Encoding"] == "gzip" and r.content == CONFIG
+
+
+def test_chunked_fault_sends_no_content_length(hub: FakeHub, http: requests.Session) -> None:
+    hub.faults.append(Fault("chunked", match="/cdn/"))
+    location = cdn_location(hub, http)
+    raw = raw_get(location)
+    assert raw.status == 200 and raw.headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in raw.headers
+    assert dechunk(raw.body) == (WEIGHTS, True)
+    assert (hub.requests[-1].fault, hub.requests[-1].body_bytes) == ("chunked", len(WEIGHTS))
+    ranged = http.get(location, headers={"Range": "bytes=10-19"})  # keep-alive, decoded
+    assert ranged.status_code == 206 and ranged.content == WEIGHTS[10:20]
+    assert "Content-Length" not in ranged.headers
+    hub.faults.insert(0, Fault("short", match="/cdn/", after_bytes=1000, times=1))
+    cut = raw_get(location)
+    assert cut.ending == "eof" and dechunk(cut.body) == (WEIGHTS[:1000], False)
+    hub.faults.append(Fault("gzip", match="/cdn/", times=1))  # both: no length, compressed
+    both = raw_get(location)
+    assert both.headers["content-encoding"] == "gzip" and "content-length" not in both.headers
+    body, ended = dechunk(both.body)
+    assert ended and gzip.decompress(body) == WEIGHTS
 
 
 def test_stall_fault_goes_silent_then_closes(hub: FakeHub, http: requests.Session) -> None:
