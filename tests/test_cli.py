@@ -3,6 +3,7 @@ token hygiene, SIGKILL/SIGINT mid-download, and two processes sharing one cache.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, RunCli, cli_env
+from hfpull.lockfile import create_lock, write_lock
+from tests.conftest import ROOT, RunCli, cli_env, fast_settings
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB, all_files, leftovers, random_file, repo_dir, sha256_of
 
@@ -328,3 +330,134 @@ def test_ctrl_c_during_a_stalled_read_exits_promptly(fake_hub: FakeHub, tmp_path
     assert time.monotonic() - started < 6
     journal = next((repo_dir(cache, "org/big") / "blobs").glob("*.journal"))
     assert json.loads(journal.read_text())["done"] == [[0, MiB]]  # the progress was recorded
+
+
+# -- documented promises, through the real CLI -----------------------------------------------
+
+
+def test_a_hash_failing_twice_exits_4_and_keeps_nothing(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    fake_hub.add_repo("org/model", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("flip", server="cdn", after_bytes=1234))  # every time
+    cache = tmp_path / "c"
+    result = run_cli("get", "org/model", "--cache-dir", str(cache), env=env)
+    assert result.returncode == 4, result.stderr
+    assert_one_line_error(result.stderr)
+    wrong = bytearray(data)
+    wrong[1234] ^= 1
+    expected, actual = hashlib.sha256(data).hexdigest(), hashlib.sha256(wrong).hexdigest()
+    assert "w.safetensors: sha256 mismatch from 127.0.0.1:" in result.stderr
+    assert f"expected {expected}, got {actual}" in result.stderr
+    assert fake_hub.bytes_sent("/cdn/") == 2 * len(data)  # fetched twice, then it gave up
+    assert not list(repo_dir(cache, "org/model").rglob("w.safetensors"))
+    assert not (repo_dir(cache, "org/model") / "blobs" / expected).exists()
+    assert leftovers(cache) == []
+
+
+def test_get_lock_fails_rather_than_drift(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    commit = fake_hub.add_repo(
+        "org/model", {"config.json": b"v1", "w.safetensors": os.urandom(5000)}
+    )
+    lock = tmp_path / "hfpull.lock"
+    write_lock(lock, create_lock(["org/model"], settings=fast_settings(fake_hub.url, tmp_path)))
+    pristine = json.loads(lock.read_text())
+    cache = tmp_path / "c"
+
+    def get_with(document: dict) -> subprocess.CompletedProcess[str]:
+        lock.write_text(json.dumps(document))
+        fake_hub.reset_log()
+        return run_cli("get", "--lock", str(lock), "--cache-dir", str(cache), env=env)
+
+    changed = json.loads(json.dumps(pristine))
+    [weights] = [f for f in changed["repos"][0]["files"] if f["path"] == "w.safetensors"]
+    weights["sha256"] = "0" * 64  # the Hub publishes other bytes under this path now
+    result = get_with(changed)
+    assert result.returncode == 4, result.stderr
+    assert_one_line_error(result.stderr)
+    assert f"org/model@{commit[:12]}: 'w.safetensors' on the Hub differs from the lock" in (
+        result.stderr
+    )
+    assert not [r for r in fake_hub.requests if "/resolve/" in r.path or r.server == "cdn"]
+
+    gone = json.loads(json.dumps(pristine))
+    gone["repos"][0]["files"].append({"path": "gone.txt", "size": 1, "git_sha1": "1" * 40})
+    result = get_with(gone)
+    assert (
+        result.returncode == 4
+        and "'gone.txt' on the Hub differs from the lock (it is gone)" in (result.stderr)
+    )
+
+    moved = json.loads(json.dumps(pristine))
+    moved["repos"][0]["commit"] = "2" * 40  # a commit the Hub does not have (force-pushed)
+    result = get_with(moved)
+    assert result.returncode == 8, result.stderr
+    assert_one_line_error(result.stderr)
+    assert "revision not found" in result.stderr
+    assert not cache.exists() or not list(cache.rglob("w.safetensors"))
+
+
+PLANTED_BUG = """
+import hfpull.api
+
+def planted_bug(self, *args, **kwargs):
+    raise RuntimeError("planted bug")
+
+hfpull.api.Session.plan = planted_bug
+from hfpull.cli import main
+main()
+"""
+
+
+def test_an_internal_error_exits_1_in_one_line(env: dict, small_repo: str, tmp_path: Path) -> None:
+    """No real bug is known to reach the CLI, so one is planted (in this subprocess only)."""
+    cmd = [sys.executable, "-c", PLANTED_BUG, "get", "org/model", "--cache-dir", str(tmp_path)]
+    plain = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 1, plain.stderr
+    assert (
+        plain.stderr
+        == "hfpull: internal error: RuntimeError: planted bug\nhint: run with --debug\n"
+    )
+    assert plain.stdout == ""
+    debug = subprocess.run(
+        [*cmd, "--debug"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "in planted_bug" in debug.stderr
+    assert debug.stderr.endswith(plain.stderr)
+
+
+def test_sigterm_exits_130_keeps_the_partial_and_a_rerun_completes(
+    fake_hub: FakeHub, tmp_path: Path, run_cli: RunCli
+) -> None:
+    size = 8 * MiB
+    big = random_file(tmp_path / "src", "w.bin", size)
+    fake_hub.add_repo("org/big", {"w.safetensors": big})
+    fake_hub.throttle_rate = 2 * MiB
+    cache = tmp_path / "c"
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **FAST)
+    proc = _start_get(env, "org/big", "--cache-dir", str(cache), "--connections", "1")
+    _wait_for_bytes(fake_hub, 2 * MiB, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 130, stderr
+    assert out == "" and "interrupted" in stderr and "Traceback" not in stderr
+    assert not list(repo_dir(cache, "org/big").rglob("snapshots/*/w.safetensors"))
+    fake_hub.throttle_rate = 0
+    plan = json.loads(
+        run_cli("get", "org/big", "--cache-dir", str(cache), "--dry-run", "--json", env=env).stdout
+    )
+    [entry] = plan["files"]
+    held = entry["partial_bytes"]
+    assert entry["action"] == "fetch" and 0 < held < size  # the partial was kept
+    assert plan["bytes_to_fetch"] == size - held
+    fake_hub.reset_log()
+    rerun = run_cli("get", "org/big", "--cache-dir", str(cache), "--json", env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert sha256_of(Path(report["path"]) / "w.safetensors") == sha256_of(big)
+    assert report["bytes_downloaded"] == fake_hub.bytes_sent("/cdn/") == size - held
+    assert leftovers(cache) == []
