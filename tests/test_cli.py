@@ -461,3 +461,82 @@ def test_sigterm_exits_130_keeps_the_partial_and_a_rerun_completes(
     assert sha256_of(Path(report["path"]) / "w.safetensors") == sha256_of(big)
     assert report["bytes_downloaded"] == fake_hub.bytes_sent("/cdn/") == size - held
     assert leftovers(cache) == []
+
+
+def test_a_gzip_encoded_body_is_refused_before_a_byte_is_written(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    fake_hub.add_repo("org/model", {"w.safetensors": data})
+    # Chunked too: with no Content-Length, only Content-Encoding tells this body apart.
+    fake_hub.faults += [
+        Fault("gzip", server="cdn", times=1),
+        Fault("chunked", server="cdn", times=1),
+    ]
+    ok = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--json", env=env)
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert sha256_of(Path(report["path"]) / "w.safetensors") == hashlib.sha256(data).hexdigest()
+    assert report["bytes_downloaded"] == len(data)  # nothing of the gzip body was written
+    assert [r.fault for r in fake_hub.requests if r.server == "cdn"] == ["gzip,chunked", None]
+    fake_hub.faults = [Fault("gzip", server="cdn")]
+    failed = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c2"), env=env)
+    assert failed.returncode == 3, failed.stderr
+    assert_one_line_error(failed.stderr)
+    assert "compressed body (gzip) refused" in failed.stderr
+
+
+def test_chunked_bodies_without_content_length_download_and_resume(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    fake_hub.add_repo("org/model", {"config.json": b'{"a": 1}', "w.safetensors": data})
+    fake_hub.faults += [
+        Fault("chunked"),  # every 2xx GET: the API's JSON, config.json, the CDN
+        Fault("short", server="cdn", after_bytes=100_000, times=1),  # ends before the last chunk
+    ]
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sha256_of(Path(report["path"]) / "w.safetensors") == hashlib.sha256(data).hexdigest()
+    bodies = [r for r in fake_hub.requests if r.method == "GET" and 200 <= r.status < 300]
+    assert len(bodies) >= 4 and all("chunked" in (r.fault or "") for r in bodies)
+    # The cut-short body was resumed at byte 100 000, not restarted.
+    assert report["bytes_downloaded"] == len(data) + len(b'{"a": 1}')
+    assert fake_hub.bytes_sent("/cdn/") == len(data)
+
+
+def test_a_content_range_with_the_wrong_total_is_refused(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    fake_hub.add_repo("org/model", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("wrong_total", server="cdn", times=2))
+    ok = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--json", env=env)
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert sha256_of(Path(report["path"]) / "w.safetensors") == hashlib.sha256(data).hexdigest()
+    assert report["bytes_downloaded"] == len(data)
+    cdn = [r.fault for r in fake_hub.requests if r.server == "cdn"]
+    assert cdn == ["wrong_total", "wrong_total", None]
+    fake_hub.faults = [Fault("wrong_total", server="cdn")]
+    failed = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c2"), env=env)
+    assert failed.returncode == 3, failed.stderr
+    assert_one_line_error(failed.stderr)
+    assert f"wrong Content-Range 'bytes 0-{len(data) - 1}/{len(data) + 1}'" in failed.stderr
+
+
+def test_a_cdn_refusing_every_fresh_url_exits_3(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    fake_hub.add_repo("org/model", {"w.safetensors": os.urandom(300_000)})
+    fake_hub.faults.append(Fault("status", server="cdn", status=403))  # every signed URL
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), env=env)
+    assert result.returncode == 3, result.stderr
+    assert_one_line_error(result.stderr)
+    assert "the CDN keeps refusing fresh URLs" in result.stderr
+    cdn = [r.status for r in fake_hub.requests if r.server == "cdn"]
+    redirects = [r for r in fake_hub.requests if r.server == "hub" and r.status == 302]
+    assert set(cdn) == {403}
+    # Every CDN try used a freshly resolved URL, and it gave up after a bounded number.
+    assert 2 <= len(cdn) == len(redirects) <= 20
