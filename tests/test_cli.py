@@ -540,3 +540,65 @@ def test_a_cdn_refusing_every_fresh_url_exits_3(
     assert set(cdn) == {403}
     # Every CDN try used a freshly resolved URL, and it gave up after a bounded number.
     assert 2 <= len(cdn) == len(redirects) <= 20
+
+
+@pytest.mark.parametrize("how", ["--mirror", "HFPULL_MIRRORS"])
+def test_the_token_reaches_named_sources_but_never_their_cdn(
+    run_cli: RunCli, fake_hub: FakeHub, tmp_path: Path, how: str
+) -> None:
+    files = {
+        "a.safetensors": os.urandom(5000),
+        "b.safetensors": os.urandom(5000),
+        "config.json": b"{}",
+    }
+    token = "hf_sekrit_4242"
+    fake_hub.add_repo("org/private", files, private=True)  # useless without the token
+    fake_hub.tokens = {token: {"org/private"}}
+    with FakeHub() as mirror:
+        mirror.add_repo("org/private", files, private=True)
+        mirror.tokens = {token: {"org/private"}}
+        # The mirror lacks b.safetensors, so the origin (HF_ENDPOINT) supplies it.
+        mirror.faults.append(Fault("status", server="hub", match="b.safetensors", status=404))
+        env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, HF_TOKEN=token, **FAST)
+        args = ["get", "org/private", "--cache-dir", str(tmp_path / "c"), "--json"]
+        if how == "--mirror":
+            args += ["--mirror", mirror.url]
+        else:
+            env["HFPULL_MIRRORS"] = mirror.url
+        result = run_cli(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        mirror_requests = mirror.requests
+    sources = {f["path"]: f["source"] for f in json.loads(result.stdout)["files"]}
+    assert sources["a.safetensors"] == mirror.url.removeprefix("http://")
+    assert sources["b.safetensors"] == fake_hub.url.removeprefix("http://")
+    for requests in (mirror_requests, fake_hub.requests):
+        hub_side = [r for r in requests if r.server == "hub"]
+        cdn_side = [r for r in requests if r.server == "cdn"]
+        assert hub_side and all(
+            r.headers.get("authorization") == f"Bearer {token}" for r in hub_side
+        )
+        assert cdn_side and not [r for r in cdn_side if "authorization" in r.headers]
+    assert token not in result.stdout + result.stderr
+
+
+def test_two_paths_with_the_same_content_are_fetched_once(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    weights, note = os.urandom(300_000), b"the same small text\n"
+    fake_hub.add_repo(
+        "org/model",
+        {"a/w.safetensors": weights, "b/w.safetensors": weights, "x.txt": note, "y/x.txt": note},
+    )
+    result = run_cli("get", "org/model", "--cache-dir", str(tmp_path / "c"), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    snap = Path(report["path"])
+    assert (snap / "a/w.safetensors").read_bytes() == (snap / "b/w.safetensors").read_bytes()
+    assert (snap / "x.txt").read_bytes() == (snap / "y/x.txt").read_bytes() == note
+    assert (snap / "a/w.safetensors").resolve() == (snap / "b/w.safetensors").resolve()
+    assert {f["status"] for f in report["files"]} == {"downloaded"}
+    assert report["bytes_downloaded"] == len(weights) + len(note)
+    resolves = [r.path for r in fake_hub.requests if "/resolve/" in r.path]
+    assert len(resolves) == 2  # one per distinct blob
+    assert fake_hub.bytes_sent("/cdn/") == len(weights)
+    assert fake_hub.bytes_sent("/resolve/") == len(note)
