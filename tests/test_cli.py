@@ -196,6 +196,21 @@ def test_disk_full_before_download(
     assert not (tmp_path / "c").exists() or leftovers(tmp_path / "c") == []
 
 
+@pytest.mark.parametrize(
+    ("flag", "below"), [("--cache-dir", ""), ("--local-dir", "sub")], ids=["cache", "below"]
+)
+def test_a_target_that_is_a_file_is_a_disk_error(
+    run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path, flag: str, below: str
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("get", "org/model", flag, str(blocker / below), env=env)
+    assert result.returncode == 5, result.stderr  # was "internal error: FileExistsError", 1
+    assert_one_line_error(result.stderr)
+    assert f"cannot create the folder {blocker}" in result.stderr
+    assert blocker.read_text() == "not a folder"
+
+
 def _limit_file_size(limit: int):  # type: ignore[no-untyped-def]
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
