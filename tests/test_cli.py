@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -120,6 +121,52 @@ def test_usage_and_not_found_errors(
     assert result.returncode == code, result.stderr
     assert_one_line_error(result.stderr)
     assert text in result.stderr
+
+
+def _unboxed(stderr: str) -> str:
+    """Click's usage error without its box drawing and line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", stderr).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "value"),
+    [
+        (["get", "org/model", "--repo-type", "foo"], "--repo-type", "foo"),
+        (["pack", "org/model", "-o", "x.tar", "--repo-type", "foo"], "--repo-type", "foo"),
+        (["pack", "org/model", "-o", "x.tar", "--compression", "bz2"], "--compression", "bz2"),
+        (["verify", "org/model", "--repo-type", "foo"], "--repo-type", "foo"),
+        (["verify", "org/model", "--against", "nonsense"], "--against", "nonsense"),
+        (["lock", "org/model", "--repo-type", "models"], "--repo-type", "models"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else " ".join(v[:1]),
+)
+def test_a_value_outside_a_closed_choice_is_a_usage_error(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, args: list[str], option: str, value: str
+) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2, result.stderr  # was "internal error: ValueError", 1
+    message = _unboxed(result.stderr)
+    assert f"Invalid value for '{option}'" in message and f"'{value}' is not one of" in message
+    assert "internal error" not in message and "Traceback" not in result.stderr
+    assert fake_hub.requests == []  # refused before anything else happened
+
+
+def test_closed_choices_accept_their_values(
+    run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    from hfpull.cli import AgainstChoice, CompressionChoice, RepoTypeChoice
+    from hfpull.compression import KINDS
+    from hfpull.models import REPO_TYPES
+
+    assert [c.value for c in RepoTypeChoice] == list(REPO_TYPES)
+    assert [c.value for c in CompressionChoice] == list(KINDS)
+    assert [c.value for c in AgainstChoice] == ["hub", "manifest", "lock"]
+    fake_hub.add_repo("org/data", {"train.csv": b"a,b\n"}, repo_type="dataset")
+    lock = tmp_path / "data.lock"
+    result = run_cli("lock", "org/data", "--repo-type", "dataset", "-o", str(lock), env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(lock.read_text())["repos"][0]["repo_type"] == "dataset"
+    assert fake_hub.requests[0].path.startswith("/api/datasets/org/data/")
 
 
 def test_bad_repo_id_is_a_usage_error(run_cli: RunCli, env: dict) -> None:
