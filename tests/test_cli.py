@@ -389,7 +389,9 @@ def test_ctrl_c_during_a_stalled_read_exits_promptly(fake_hub: FakeHub, tmp_path
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "interrupted" in stderr
-    assert time.monotonic() - started < 6
+    # Docs: "within about 2 s". A loose bound, far below what a blocked worker would cost
+    # (the 25 s stall, or the 30 s read timeout).
+    assert time.monotonic() - started < 12
     journal = next((repo_dir(cache, "org/big") / "blobs").glob("*.journal"))
     assert json.loads(journal.read_text())["done"] == [[0, MiB]]  # the progress was recorded
 
