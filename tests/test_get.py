@@ -70,8 +70,8 @@ def test_second_get_downloads_nothing(fake_hub: FakeHub, repo: str, cache: Path)
     result = download("org/model", settings=settings)
     assert result.bytes_downloaded == 0
     assert {f.status for f in result.files} == {"present"}
-    assert not [r for r in fake_hub.requests if "/resolve/" in r.path or r.server == "cdn"]
-    assert result.seconds < 1.0
+    # One API request (the revision) and nothing else, as docs/usage.md promises.
+    assert [r.path for r in fake_hub.requests] == ["/api/models/org/model/revision/main?blobs=true"]
 
 
 def test_every_request_uses_the_pinned_commit(fake_hub: FakeHub, repo: str, cache: Path) -> None:
@@ -158,7 +158,9 @@ def test_faults_never_corrupt_and_recover(
 def test_retry_after_is_honoured(fake_hub: FakeHub, repo: str, cache: Path) -> None:
     fake_hub.faults.append(Fault("status", server="cdn", status=429, retry_after="1", times=1))
     result = download("org/model", settings=settings_for(fake_hub, cache, connections=1))
-    assert result.seconds >= 1.0
+    assert result.seconds >= 1.0  # the duration is the point: a lower bound only
+    cdn = [r.status for r in fake_hub.requests if r.server == "cdn"]
+    assert cdn[0] == 429 and set(cdn[1:]) == {206}
 
 
 def test_expired_signed_url_is_resolved_again(
@@ -209,18 +211,40 @@ def test_dead_mirror_falls_back_to_origin(
 
 
 def test_corrupt_mirror_is_dropped_and_origin_supplies_the_bytes(
-    fake_hub: FakeHub, big: Path, cache: Path
+    fake_hub: FakeHub, big: Path, cache: Path, tmp_path: Path
 ) -> None:
-    files = {"config.json": b"{}", "model.safetensors": big}
+    later = random_file(tmp_path / "src", "z.bin", 300_000)
+    # One file at a time, in path order: config.json, then model.safetensors (corrupted by
+    # the mirror), then z.safetensors, which is only asked for after the mismatch.
+    files = {"config.json": b"{}", "model.safetensors": big, "z.safetensors": later}
     fake_hub.add_repo("org/model", files)
     with FakeHub() as mirror:
         mirror.add_repo("org/model", files)
-        mirror.faults.append(Fault("flip", server="cdn", after_bytes=100))
-        settings = settings_for(fake_hub, cache, mirrors=(mirror.url,))
-        path = get("org/model", settings=settings)
-        assert mirror.bytes_sent("/cdn/") > 0
-    assert sha256_of(path / "model.safetensors") == sha256_of(big)
-    assert fake_hub.bytes_sent("/cdn/") > 0
+        mirror.faults.append(Fault("flip", server="cdn", after_bytes=100))  # every time
+        seen_at_mismatch: list[int] = []
+
+        def on_event(event: ProgressEvent) -> None:
+            if event.kind == "retry" and "mismatch" in event.message:
+                seen_at_mismatch.append(len(mirror.requests))
+
+        settings = settings_for(fake_hub, cache, mirrors=(mirror.url,), max_workers=1)
+        result = download("org/model", settings=settings, progress=on_event)
+        mirror_requests = mirror.requests
+        assert mirror.bytes_sent("model.safetensors") == big.stat().st_size  # the bad copy
+    assert sha256_of(Path(result.path) / "model.safetensors") == sha256_of(big)
+    assert len(seen_at_mismatch) == 1
+    # After the mismatch the mirror got no request at all: it was dropped for the run.
+    assert len(mirror_requests) == seen_at_mismatch[0]
+    assert not [r for r in mirror_requests if "z.safetensors" in r.path]
+    # The origin sent every byte of both LFS files, once, and is their reported source.
+    assert fake_hub.bytes_sent("model.safetensors") == big.stat().st_size
+    assert fake_hub.bytes_sent("z.safetensors") == later.stat().st_size
+    sources = {f.path: f.source for f in result.files}
+    assert sources == {
+        "config.json": mirror.url.removeprefix("http://"),
+        "model.safetensors": fake_hub.url.removeprefix("http://"),
+        "z.safetensors": fake_hub.url.removeprefix("http://"),
+    }
 
 
 def test_every_source_unreachable_names_them(cache: Path) -> None:

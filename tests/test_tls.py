@@ -28,6 +28,7 @@ class UntrustedTLSServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.handshake_errors: list[str] = []  # why each TLS handshake failed, server side
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -42,7 +43,10 @@ class UntrustedTLSServer:
             try:
                 with self.context.wrap_socket(conn, server_side=True):
                     pass
-            except (ssl.SSLError, OSError):
+            except ssl.SSLError as exc:
+                self.handshake_errors.append(exc.reason or type(exc).__name__)
+                conn.close()
+            except OSError:
                 conn.close()
 
     def close(self) -> None:
@@ -81,5 +85,17 @@ def test_untrusted_mirror_falls_back_to_the_origin(
     fake_hub.add_repo("org/model", {"config.json": b"{}"})
     mirror = f"https://127.0.0.1:{untrusted.port}"
     settings = fast_settings(fake_hub.url, tmp_path / "c", mirrors=(mirror,))
-    path = download("org/model", settings=settings).path
-    assert (Path(path) / "config.json").read_bytes() == b"{}"
+    result = download("org/model", settings=settings)
+    assert (Path(result.path) / "config.json").read_bytes() == b"{}"
+    untrusted.close()  # joins the server thread: its counts are final
+    # The mirror was tried first (the revision request, then config.json) and each time the
+    # client itself refused its certificate mid-handshake; it was not retried within a request.
+    errors = untrusted.handshake_errors
+    assert 1 <= len(errors) == untrusted.connections <= 2, (untrusted.connections, errors)
+    assert all("ALERT" in e for e in errors), errors  # the client sent the alert: it refused
+    # ... and the origin supplied everything.
+    origin = fake_hub.url.removeprefix("http://")
+    assert [(f.path, f.source) for f in result.files] == [("config.json", origin)]
+    hub_paths = [r.path for r in fake_hub.requests]
+    assert any("/revision/main" in p for p in hub_paths)
+    assert any("/resolve/" in p and p.endswith("/config.json") for p in hub_paths)

@@ -142,3 +142,20 @@ def test_settings_sources_order_mirrors_first() -> None:
     assert settings.sources == ("http://m1", "http://m2", "http://origin")
     assert "token" not in repr(from_environment({"HF_TOKEN": "hf_secret"})).replace("token=", "")
     assert "hf_secret" not in repr(from_environment({"HF_TOKEN": "hf_secret"}))
+
+
+def test_bad_closed_choices_through_the_api_are_usage_errors(tmp_path: Path) -> None:
+    """Checked before any request: nothing listens on the endpoint, so a late check would
+    surface as a NetworkError instead."""
+    from hfpull.api import Session
+    from hfpull.pack import pack
+    from hfpull.settings import Settings
+    from hfpull.verify import verify_target
+
+    settings = Settings(endpoint="http://127.0.0.1:9", cache_dir=tmp_path, max_retries=0)
+    with pytest.raises(UsageError, match="invalid repo type 'models'"):
+        Session("org/model", repo_type="models", settings=settings)
+    with pytest.raises(UsageError, match="invalid repo type 'foo'"):
+        verify_target("org/model", repo_type="foo", settings=settings)
+    with pytest.raises(UsageError, match="unknown compression 'bz2'"):
+        pack("org/model", tmp_path / "x.tar", compression="bz2", settings=settings)

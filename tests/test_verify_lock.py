@@ -202,10 +202,9 @@ def test_repair_api_returns_an_intact_report(setup: tuple, fake_hub: FakeHub) ->
     [
         ["verify"],
         ["verify", "org/model", "--against", "manifest"],
-        ["verify", "org/model", "--against", "nonsense"],
+        ["verify", "org/model", "--against", "lock"],
         ["get"],
         ["get", "org/model", "--lock", "x.lock"],
-        ["pack", "org/model", "-o", "x.tar", "--compression", "bz2"],
         ["get", "org/model", "--cache-dir", "a", "--local-dir", "b"],
     ],
 )

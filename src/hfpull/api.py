@@ -14,8 +14,8 @@ from .events import ProgressCallback, ProgressEvent, ignore
 from .fetch import Engine, group_by_blob
 from .http import thread_session
 from .hub import HubClient
-from .models import REPO_TYPES, FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
-from .names import validate_repo_id, validate_revision
+from .models import FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
+from .names import validate_repo_id, validate_repo_type, validate_revision
 from .partial import held_bytes
 from .plan import build_plan
 from .settings import Settings, from_environment
@@ -61,9 +61,7 @@ class Session:
         settings: Settings | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
-        if repo_type not in REPO_TYPES:
-            raise ValueError(f"repo_type must be one of {REPO_TYPES}")
-        self.repo = RepoRef(validate_repo_id(repo_id), repo_type)
+        self.repo = RepoRef(validate_repo_id(repo_id), validate_repo_type(repo_type))
         self.revision = validate_revision(revision)
         self.settings = settings or from_environment()
         self.emit = progress or ignore

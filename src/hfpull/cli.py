@@ -10,6 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -27,8 +28,28 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+# -- closed choices: the option parser rejects anything else (exit 2, like any bad option) ----
+class RepoTypeChoice(str, Enum):
+    model = "model"
+    dataset = "dataset"
+    space = "space"
+
+
+class CompressionChoice(str, Enum):
+    none = "none"
+    gzip = "gzip"
+    zstd = "zstd"
+
+
+class AgainstChoice(str, Enum):
+    hub = "hub"
+    manifest = "manifest"
+    lock = "lock"
+
+
 # -- options shared by several commands -------------------------------------------------------
-RepoType = Annotated[str, typer.Option("--repo-type", help="model, dataset or space.")]
+RepoType = Annotated[RepoTypeChoice, typer.Option("--repo-type", help="model, dataset or space.")]
 Revision = Annotated[str, typer.Option("--revision", help="Branch, tag or commit.")]
 Include = Annotated[
     list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable).")
@@ -85,7 +106,7 @@ def get(
     repo_id: Annotated[
         str | None, typer.Argument(help="Repo id, e.g. tencent/HunyuanOCR (or use --lock).")
     ] = None,
-    repo_type: RepoType = "model",
+    repo_type: RepoType = RepoTypeChoice.model,
     revision: Revision = "main",
     include: Include = None,
     exclude: Exclude = None,
@@ -125,7 +146,7 @@ def get(
             else:
                 assert repo_id is not None
                 session = Session(
-                    repo_id, repo_type=repo_type, revision=revision, settings=settings,
+                    repo_id, repo_type=repo_type.value, revision=revision, settings=settings,
                     progress=renderer,
                 )  # fmt: skip
                 plan = session.plan(include or (), exclude or ())
@@ -149,14 +170,14 @@ def get(
 def pack(
     repo_id: Annotated[str, typer.Argument(help="Repo id.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Archive file, or - for stdout.")],
-    repo_type: RepoType = "model",
+    repo_type: RepoType = RepoTypeChoice.model,
     revision: Revision = "main",
     include: Include = None,
     exclude: Exclude = None,
     compression: Annotated[
-        str,
+        CompressionChoice,
         typer.Option("--compression", help="none, gzip or zstd (zstd: pip install hfpull[zstd])."),
-    ] = "none",
+    ] = CompressionChoice.none,
     offline: Annotated[
         bool, typer.Option("--offline", help="Use only the cache; fail if anything is missing.")
     ] = False,
@@ -174,8 +195,6 @@ def pack(
     from .pack import pack as pack_repo
 
     with _errors(debug):
-        if compression not in ("none", "gzip", "zstd"):
-            raise UsageError(f"unknown compression {compression!r}", hint="none, gzip or zstd")
         settings = _settings(
             cache_dir, None, endpoint, mirror, token, max_workers=max_workers,
             connections=connections,
@@ -186,9 +205,9 @@ def pack(
         target: Any = sys.stdout.buffer if to_stdout else Path(output)
         with _renderer(_show_progress(progress, quiet)) as renderer:
             result = pack_repo(
-                repo_id, target, repo_type=repo_type, revision=revision, include=include or (),
-                exclude=exclude or (), compression=compression, offline=offline,
-                settings=settings, progress=renderer,
+                repo_id, target, repo_type=repo_type.value, revision=revision,
+                include=include or (), exclude=exclude or (), compression=compression.value,
+                offline=offline, settings=settings, progress=renderer,
             )  # fmt: skip
     size = f"{result.size} bytes ({human(result.size)})"
     line = f"{'-' if to_stdout else output}  {size}  sha256 {result.sha256}"
@@ -223,10 +242,10 @@ def verify(
     target: Annotated[
         str | None, typer.Argument(help="Repo id (cached), folder, or archive file.")
     ] = None,
-    repo_type: RepoType = "model",
+    repo_type: RepoType = RepoTypeChoice.model,
     revision: Revision = "main",
     against: Annotated[
-        str | None,
+        AgainstChoice | None,
         typer.Option("--against", help="hub (default for repo ids), manifest or lock."),
     ] = None,
     manifest: Annotated[
@@ -253,21 +272,20 @@ def verify(
     from .verify import verify_target
 
     with _errors(debug):
-        if against not in (None, "hub", "manifest", "lock"):
-            raise UsageError(f"unknown --against {against!r}", hint="hub, manifest or lock")
-        if against == "manifest" and manifest is None:
+        if against is AgainstChoice.manifest and manifest is None:
             raise UsageError("--against manifest needs --manifest FILE")
-        if against == "lock" and lock is None:
+        if against is AgainstChoice.lock and lock is None:
             raise UsageError("--against lock needs --lock FILE")
         settings = _settings(cache_dir, None, endpoint, mirror, token)
         reports = verify_target(
-            target, repo_type=repo_type, revision=revision, manifest=manifest, lock=lock,
+            target, repo_type=repo_type.value, revision=revision, manifest=manifest, lock=lock,
             include=include or (), exclude=exclude or (), settings=settings,
-            strict_hub=against == "hub", note=lambda message: print(message, file=sys.stderr),
+            strict_hub=against is AgainstChoice.hub,
+            note=lambda message: print(message, file=sys.stderr),
         )  # fmt: skip
         if repair:
             reports = [
-                repair_snapshot(r, repo_type, settings) if not r.intact(fail_on_extra) else r
+                repair_snapshot(r, repo_type.value, settings) if not r.intact(fail_on_extra) else r
                 for r in reports
             ]
     intact = all(r.intact(fail_on_extra) for r in reports)
@@ -289,7 +307,7 @@ def lock(
     output: Annotated[Path, typer.Option("--output", "-o", help="Lock file to write.")] = Path(
         "hfpull.lock"
     ),
-    repo_type: RepoType = "model",
+    repo_type: RepoType = RepoTypeChoice.model,
     include: Include = None,
     exclude: Exclude = None,
     endpoint: Endpoint = None,
@@ -303,7 +321,7 @@ def lock(
     with _errors(debug):
         settings = _settings(None, None, endpoint, mirror, token)
         locked = create_lock(
-            repos, repo_type=repo_type, include=include or (), exclude=exclude or (),
+            repos, repo_type=repo_type.value, include=include or (), exclude=exclude or (),
             settings=settings,
         )  # fmt: skip
         write_lock(output, locked)

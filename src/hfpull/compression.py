@@ -45,6 +45,13 @@ class _Closing(io.RawIOBase):
         super().close()
 
 
+def validate_kind(kind: str) -> str:
+    """Check a compression name given by the user (``none``, ``gzip`` or ``zstd``)."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown compression {kind!r}", hint=f"use one of {', '.join(KINDS)}")
+    return kind
+
+
 def compressing_writer(out: IO[bytes], kind: str) -> IO[bytes]:
     """A writable stream compressing into ``out``; closing it flushes but leaves ``out`` open.
 

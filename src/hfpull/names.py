@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from .errors import UnsafeInputError, UsageError
+from .models import REPO_TYPES
 
 # Same rule as huggingface_hub: optional single namespace, [\w\-.] names, at most 96 chars.
 _REPO_PART = r"[\w\-.]{1,96}"
@@ -39,6 +40,13 @@ def validate_repo_id(repo_id: str) -> str:
         if part.startswith(".") or part.endswith("."):
             raise UsageError(f"invalid repo id {repo_id!r}", hint="use the form ORG/NAME")
     return repo_id
+
+
+def validate_repo_type(repo_type: str) -> str:
+    """Check a user-supplied repo type (``model``, ``dataset`` or ``space``)."""
+    if repo_type not in REPO_TYPES:
+        raise UsageError(f"invalid repo type {repo_type!r}", hint="use model, dataset or space")
+    return repo_type
 
 
 def validate_revision(revision: str) -> str:

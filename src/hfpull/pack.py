@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from . import __version__
 from .api import Session
-from .compression import compressing_writer
+from .compression import compressing_writer, validate_kind
 from .errors import DiskError, IntegrityError
 from .events import ProgressCallback, ProgressEvent, ignore
 from .hashing import READ_CHUNK, file_digests
@@ -57,6 +57,7 @@ def pack(
     progress: ProgressCallback | None = None,
 ) -> PackResult:
     """Archive ``repo_id`` from the cache, fetching what is missing first (unless offline)."""
+    validate_kind(compression)  # before anything is fetched
     # pack always reads the HF cache, never a --local-dir
     settings = dataclasses.replace(settings or from_environment(), local_dir=None)
     session = Session(repo_id, repo_type=repo_type, revision=revision, settings=settings)

@@ -225,7 +225,10 @@ def ensure_dirs(root: Path, directory: Path) -> None:
     if ".." in relative.parts:
         raise UnsafeInputError(f"refusing to create {directory}: it leaves {root}")
     current = root
-    current.mkdir(parents=True, exist_ok=True)
+    try:
+        current.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. --cache-dir names a file; permission denied
+        raise _cannot_create(current, exc) from None
     for part in relative.parts:
         current = current / part
         if current.is_symlink():
@@ -238,6 +241,15 @@ def ensure_dirs(root: Path, directory: Path) -> None:
         except FileExistsError:
             if not current.is_dir():
                 raise DiskError(f"{current} exists and is not a folder") from None
+        except OSError as exc:
+            raise _cannot_create(current, exc) from None
+
+
+def _cannot_create(path: Path, exc: OSError) -> DiskError:
+    return DiskError(
+        f"cannot create the folder {path}: {exc.strerror}",
+        hint="check the path and its permissions, or choose another --cache-dir / --local-dir",
+    )
 
 
 def check_no_symlinks(root: Path, paths: list[Path]) -> None:

@@ -21,7 +21,7 @@ from .hashing import hash_file
 from .lockfile import LockedRepo, read_lock
 from .manifest import Manifest, parse_manifest
 from .models import Plan, PlannedFile, RemoteFile, RepoRef
-from .names import COMMIT_RE, validate_repo_id, validate_revision
+from .names import COMMIT_RE, validate_repo_id, validate_repo_type, validate_revision
 from .plan import select
 from .settings import Settings, from_environment
 from .store import CacheLayout
@@ -178,7 +178,7 @@ def verify_target(
     if path.is_dir():
         expected, commit = _folder_expectation(path, revision, manifest, include, exclude)
         return [verify_folder(path, expected, commit)]
-    repo = RepoRef(validate_repo_id(target), repo_type)
+    repo = RepoRef(validate_repo_id(target), validate_repo_type(repo_type))
     cache = CacheLayout(settings.cache_dir, repo)
     if manifest is not None:  # the manifest names the snapshot to check
         loaded = _load_manifest(manifest)

@@ -32,6 +32,7 @@ class BodyPlan:
     flip_at: int | None = None  # absolute offset whose lowest bit gets flipped
     rate: int = 0  # bytes/s cap for this response, 0 = unlimited
     trickle: float | None = None  # seconds between single bytes
+    chunked: bool = False  # Transfer-Encoding: chunked framing (one chunk per send step)
 
     @property
     def total(self) -> int:
@@ -74,13 +75,32 @@ def send_body(
             if sent + n == total:
                 progress.begin_final()
             pos = plan.start + sent
+            if plan.chunked:
+                _send_bytes(sock, b"%x\r\n" % n, _uncounted)
             if plan.flip_at is not None and pos <= plan.flip_at < pos + n:
                 chunk = bytearray(src.read(pos, n))
                 chunk[plan.flip_at - pos] ^= 0x01
                 _send_bytes(sock, chunk, progress.add)
             else:
                 src.send(sock, pos, n, progress.add)
+            if plan.chunked:
+                _send_bytes(sock, b"\r\n", _uncounted)
             sent += n
+    if plan.chunked and sent == plan.length:  # cut short: no last chunk, the client must notice
+        _send_bytes(sock, b"0\r\n\r\n", _uncounted)
+
+
+def read_span(body: bytes | Blob, start: int, length: int, flip_at: int | None = None) -> bytes:
+    """``length`` bytes of ``body`` from ``start``, with the bit at ``flip_at`` flipped."""
+    with _Source(body) as src:
+        data = bytearray(src.read(start, length))
+    if flip_at is not None and start <= flip_at < start + length:
+        data[flip_at - start] ^= 0x01
+    return bytes(data)
+
+
+def _uncounted(_n: int) -> None:
+    """Chunk framing is not body content: it is left out of the byte counts."""
 
 
 class _Source:

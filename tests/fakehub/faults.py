@@ -4,10 +4,17 @@ A fault is only consumed (``times`` decremented) by a request it actually applie
 
 - ``delay``, ``status``, ``html``: any matching request.
 - ``expire``: a hub request answered with an LFS redirect.
-- ``ignore_range``, ``wrong_content_range``: a GET of file content carrying a Range header
-  (``wrong_content_range`` only when the answer would be a 206).
+- ``ignore_range``, ``wrong_content_range``, ``wrong_total``: a GET of file content carrying a
+  Range header (``wrong_content_range``, ``wrong_total`` only when the answer would be a 206).
+  ``wrong_content_range`` names the right length at offset 0; ``wrong_total`` the right
+  start and end but a total one byte larger than the file.
 - ``reset``, ``short``, ``stall``, ``trickle``, ``throttle``: a GET answered 2xx (any body, also
   JSON). ``flip``: same, and only if the absolute offset ``after_bytes`` lies in the range served.
+- ``gzip``, ``chunked``: a GET answered 2xx. ``gzip`` sends the body (the range served, flip
+  applied) gzip-compressed with ``Content-Encoding: gzip`` and the compressed Content-Length;
+  ``chunked`` sends it with ``Transfer-Encoding: chunked`` and no Content-Length (a
+  reset/short/stall then ends it before the last chunk). Body faults then apply to the bytes
+  actually sent (after compression); framing bytes are not counted as body bytes.
 
 A request answered by ``status``/``html`` gets no further faults (a preceding ``delay`` aside).
 """
@@ -28,12 +35,15 @@ KINDS = frozenset(
         "flip",
         "ignore_range",
         "wrong_content_range",
+        "wrong_total",
         "stall",
         "trickle",
         "delay",
         "throttle",
         "expire",
         "html",
+        "gzip",
+        "chunked",
     }
 )
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import socket
 import struct
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 
-from .body import BodyPlan, Stopped, pause, send_body
+from .body import BodyPlan, Stopped, pause, read_span, send_body
 from .faults import Fault
 from .log import Exchange, RequestRecord
 from .ranges import Span, select_span
 from .replies import CAPTIVE_PORTAL_HTML, Reply, Request
+from .store import Blob
 
 if TYPE_CHECKING:
     from .server import Listener
@@ -76,9 +79,10 @@ class Handler(BaseHTTPRequestHandler):
         if span.content_range:
             headers["Content-Range"] = span.content_range
         headers["Content-Length"] = str(span.length)
-        plan, terminal = BodyPlan(span.start, span.length), None
+        plan, terminal, body = BodyPlan(span.start, span.length), None, reply.body
         if faults and req.method == "GET" and 200 <= span.status < 300:
             plan, terminal = self._body_plan(req, reply, span, applied)
+            plan, body = self._encoding(req, body, plan, headers, applied)
 
         record = RequestRecord(
             server=req.server,
@@ -100,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if plan.total:
                 ex.idle()
-            send_body(self.connection, reply.body, plan, ex, hub.stopping)
+            send_body(self.connection, body, plan, ex, hub.stopping)
             if terminal is not None:
                 self._end_with(terminal, ex)
         finally:
@@ -119,6 +123,10 @@ class Handler(BaseHTTPRequestHandler):
         if span.status == 206 and faults and book.take(req, ("wrong_content_range",)):
             applied.append("wrong_content_range")
             span = Span(206, 0, span.length, f"bytes 0-{span.length - 1}/{reply.size}")
+        elif span.status == 206 and faults and book.take(req, ("wrong_total",)):
+            applied.append("wrong_total")
+            end = span.start + span.length - 1
+            span = Span(206, span.start, span.length, f"bytes {span.start}-{end}/{reply.size + 1}")
         return span
 
     def _body_plan(
@@ -142,6 +150,30 @@ class Handler(BaseHTTPRequestHandler):
             trickle=trickle.seconds if trickle else None,
         )
         return plan, terminal
+
+    def _encoding(
+        self,
+        req: Request,
+        body: bytes | Blob,
+        plan: BodyPlan,
+        headers: dict[str, str],
+        applied: list[str],
+    ) -> tuple[BodyPlan, bytes | Blob]:
+        """gzip / chunked faults: change how the planned body goes on the wire."""
+        book = self.server.hub.fault_book
+        if book.take(req, ("gzip",)):
+            applied.append("gzip")
+            data = gzip.compress(read_span(body, plan.start, plan.length, plan.flip_at), mtime=0)
+            body = data
+            plan = dataclasses.replace(plan, start=0, length=len(data), flip_at=None)
+            headers["Content-Encoding"] = "gzip"
+            headers["Content-Length"] = str(len(data))
+        if book.take(req, ("chunked",)):
+            applied.append("chunked")
+            plan = dataclasses.replace(plan, chunked=True)
+            del headers["Content-Length"]
+            headers["Transfer-Encoding"] = "chunked"
+        return plan, body
 
     def _end_with(self, fault: Fault, ex: Exchange) -> None:
         self.close_connection = True
