@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import resource
 import signal
 import subprocess
@@ -123,11 +122,6 @@ def test_usage_and_not_found_errors(
     assert text in result.stderr
 
 
-def _unboxed(stderr: str) -> str:
-    """Click's usage error without its box drawing and line wrapping."""
-    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", stderr).split())
-
-
 @pytest.mark.parametrize(
     ("args", "option", "value"),
     [
@@ -145,7 +139,8 @@ def test_a_value_outside_a_closed_choice_is_a_usage_error(
 ) -> None:
     result = run_cli(*args, env=env)
     assert result.returncode == 2, result.stderr  # was "internal error: ValueError", 1
-    message = _unboxed(result.stderr)
+    assert_one_line_error(result.stderr)
+    message = result.stderr.splitlines()[0]
     assert f"Invalid value for '{option}'" in message and f"'{value}' is not one of" in message
     assert "internal error" not in message and "Traceback" not in result.stderr
     assert fake_hub.requests == []  # refused before anything else happened
@@ -172,6 +167,18 @@ def test_closed_choices_accept_their_values(
 def test_bad_repo_id_is_a_usage_error(run_cli: RunCli, env: dict) -> None:
     result = run_cli("get", "../../etc", env=env)
     assert result.returncode == 2 and "invalid repo id" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["get", "x", "--max-workers", "0"], ["nosuch"], ["get", "x", "--no-such-flag"]]
+)
+def test_a_bad_command_line_is_one_line_and_exit_2(
+    run_cli: RunCli, env: dict, args: list[str]
+) -> None:
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result.stderr)
+    assert result.stderr.startswith("hfpull: error: ") and "╭" not in result.stderr
 
 
 def test_gated_repo_needs_a_token_which_stays_on_the_hub(

@@ -16,6 +16,11 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+try:  # typer >= 0.26 vendors its own click; its usage errors are not click's
+    from typer._click.exceptions import UsageError as CommandLineError
+except ImportError:  # pragma: no cover
+    from click import UsageError as CommandLineError  # type: ignore[assignment]
+
 from . import __version__
 from .errors import ExitCode, HfpullError, Interrupted, UsageError
 from .render import human, plan_json, print_plan, result_json
@@ -451,7 +456,17 @@ def _report_json(report: Any, fail_on_extra: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    app(prog_name="hfpull")
+    """Run the CLI; a bad command line is one line on stderr and exit 2, like every error."""
+    try:
+        code = app(prog_name="hfpull", standalone_mode=False)
+    except CommandLineError as exc:
+        command = exc.ctx.command_path if exc.ctx else "hfpull"
+        print(f"hfpull: error: {exc.format_message()}", file=sys.stderr)
+        print(f"hint: see '{command} -h'", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+    except typer.Abort:
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -139,7 +139,7 @@ class BlobNames:
         found: dict[str, set[str]] = {}
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return found
         for name in names:
             if not name.startswith(prefix):
@@ -255,7 +255,11 @@ class Partial:
             self._beat += 1
             beat = self._beat
         self.check_owned()
-        _write_journal(self.journal_path, self.file, self.owner, ranges, state, beat)
+        try:
+            _write_journal(self.journal_path, self.file, self.owner, ranges, state, beat)
+        except LostPartial:
+            self._give_up()
+            raise
 
     def heartbeat(self) -> None:
         self.flush_journal(force=True)
@@ -367,7 +371,11 @@ def claim_steps(directory: Path, file: RemoteFile, watch: LeaseWatch) -> Steps[P
         try:
             result = yield from _take_over(names, file, token, owner, lock_id)
         except LostPartial:
-            return BUSY  # our new lock was replaced at once: whoever holds it now works
+            # Our new lock was replaced at once and its new holder is removing our files:
+            # whoever holds it now does the work.
+            if _same_file(names.lock, lock_id):
+                _drive(_unlock_steps(names, token, lock_id))
+            result = BUSY
         except BaseException:
             for path in (names.data(token), names.journal(token), _tmp(names.journal(token))):
                 _unlink(path)
@@ -437,11 +445,15 @@ def _take_over(
     fd = -1
     try:
         done = IntervalSet()
-        for _rescan in range(8):  # a candidate that vanished was just taken by a loser: look again
+        for rescan in range(8):
+            # Look again when a candidate vanished (a loser just took it), or a journal names
+            # ranges whose file we did not see (readdir may miss a file renamed meanwhile).
             found = names.tokens()
             found.pop(token, None)
             best = _best_candidate(names, file, found)
             if best is None:
+                if rescan < 7 and _unseen_data(names, file, found):
+                    continue
                 break
             other, record = best
             # Our journal names the ranges before our data file exists: whoever sees the
@@ -485,6 +497,15 @@ def _take_over(
             os.close(fd)
         raise
     return partial
+
+
+def _unseen_data(names: BlobNames, file: RemoteFile, found: dict[str, set[str]]) -> bool:
+    for other, kinds in found.items():
+        if "incomplete" not in kinds and "incomplete.journal" in kinds:
+            record = _read_journal(names.journal(other), file)
+            if record is not None and record["done"]:
+                return True
+    return False
 
 
 def _best_candidate(
@@ -562,8 +583,12 @@ def _remove_abandoned(names: BlobNames, other: str, kinds: set[str]) -> None:
     holder = _parse_owner(_read_bytes(names.lock))
     if holder is not None and holder.token == other:
         return  # it replaced our lock meanwhile: its files are not abandoned, ours are
-    for path in (names.data(other), names.journal(other), _tmp(names.journal(other))):
-        _unlink(path)
+    if "incomplete" in kinds:  # only files we saw: one that appeared since is looked at later
+        _unlink(names.data(other))
+    if "incomplete.journal" in kinds:
+        _unlink(names.journal(other))
+    if "incomplete.journal.tmp" in kinds:
+        _unlink(_tmp(names.journal(other)))
     if kinds & {"owner", "owner.tmp", "aside"}:
         record = _read_bytes(names.owner(other)) or _read_bytes(_tmp(names.owner(other)))
         owner = _parse_owner(record)
@@ -683,7 +708,10 @@ def _write_journal(
     }
     tmp = _tmp(path)
     tmp.write_bytes(_encode(record))
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:  # the lock's new holder removed our files: we are not the writer
+        raise LostPartial(f"{file.path}: another process took this download over") from None
 
 
 def _read_journal(path: Path, file: RemoteFile) -> dict[str, Any] | None:
