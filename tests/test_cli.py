@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hfpull.lockfile import create_lock, write_lock
+from hfpull.lock import create_lock, write_lock
 from tests.conftest import ROOT, RunCli, cli_env, fast_settings
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB, all_files, leftovers, random_file, repo_dir, sha256_of
@@ -149,8 +149,8 @@ def test_a_value_outside_a_closed_choice_is_a_usage_error(
 def test_closed_choices_accept_their_values(
     run_cli: RunCli, env: dict, fake_hub: FakeHub, tmp_path: Path
 ) -> None:
+    from hfpull.archive.compression import KINDS
     from hfpull.cli import AgainstChoice, CompressionChoice, RepoTypeChoice
-    from hfpull.compression import KINDS
     from hfpull.models import REPO_TYPES
 
     assert [c.value for c in RepoTypeChoice] == list(REPO_TYPES)
@@ -240,11 +240,11 @@ def test_hostile_file_names_are_refused_before_writing(
 def test_disk_full_before_download(
     run_cli: RunCli, env: dict, small_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hfpull.api import download
     from hfpull.errors import DiskError
+    from hfpull.pull import download
     from tests.conftest import fast_settings
 
-    monkeypatch.setattr("hfpull.api.Session.free_disk", lambda self: 1000)
+    monkeypatch.setattr("hfpull.pull.Session.free_disk", lambda self: 1000)
     with pytest.raises(DiskError, match=r"need 0\.3 MB, free 0\.0 MB"):
         download("org/model", settings=fast_settings(env["HF_ENDPOINT"], tmp_path / "c"))
     assert not (tmp_path / "c").exists() or leftovers(tmp_path / "c") == []
@@ -472,12 +472,12 @@ def test_get_lock_fails_rather_than_drift(
 
 
 PLANTED_BUG = """
-import hfpull.api
+import hfpull.pull
 
 def planted_bug(self, *args, **kwargs):
     raise RuntimeError("planted bug")
 
-hfpull.api.Session.plan = planted_bug
+hfpull.pull.Session.plan = planted_bug
 from hfpull.cli import main
 main()
 """

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hfpull.api import download, get
 from hfpull.errors import IntegrityError, NetworkError, UnsafeInputError, UsageError
 from hfpull.events import ProgressEvent
+from hfpull.pull import download, get
 from tests.conftest import fast_settings
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB, leftovers, random_file, repo_dir, sha256_of
@@ -114,7 +114,7 @@ def test_tree_api_lists_large_repos_completely(
     files = {f"shard/{i:03d}.txt": f"file {i}".encode() for i in range(25)}
     fake_hub.add_repo("org/many", files)
     fake_hub.page_size = 4
-    monkeypatch.setattr("hfpull.hub.SIBLINGS_TRUST_LIMIT", 10)  # force the paginated listing
+    monkeypatch.setattr("hfpull.hub.client.SIBLINGS_TRUST_LIMIT", 10)  # force the paginated listing
     result = download("org/many", settings=settings_for(fake_hub, cache))
     assert len(result.files) == 25
     assert len([r for r in fake_hub.requests if "/tree/" in r.path]) == 7
@@ -378,7 +378,7 @@ def test_without_symlinks_snapshot_entries_are_copies(
     def no_symlinks(*_args: object, **_kwargs: object) -> None:
         raise OSError(1, "Operation not permitted")
 
-    monkeypatch.setattr("hfpull.store.os.symlink", no_symlinks)
+    monkeypatch.setattr("hfpull.cache.layout.os.symlink", no_symlinks)
     settings = settings_for(fake_hub, cache)
     path = get("org/model", settings=settings)
     entry = path / "model.safetensors"

@@ -13,7 +13,7 @@ from hfpull.errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
-from hfpull.http import error_from_response, origin, request_following_redirects
+from hfpull.hub.http import error_from_response, origin, request_following_redirects
 
 HUB = "https://hub.example"
 CDN = "https://cdn.example"

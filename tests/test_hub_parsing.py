@@ -6,11 +6,11 @@ import pytest
 import responses
 
 from hfpull.errors import UnsafeInputError
-from hfpull.http import new_session
-from hfpull.hub import HubClient, _files_from_siblings, _files_from_tree
+from hfpull.hub.client import HubClient, _files_from_siblings, _files_from_tree
+from hfpull.hub.http import new_session
+from hfpull.hub.sources import RetryPolicy, SourcePool
 from hfpull.models import RepoRef
 from hfpull.settings import Settings
-from hfpull.sources import RetryPolicy, SourcePool
 
 SHA1 = "a" * 40
 SHA256 = "b" * 64
@@ -85,7 +85,7 @@ def test_invalid_commit_id_is_refused() -> None:
 @responses.activate
 def test_oversized_or_invalid_json_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     url = "https://hub.example"
-    monkeypatch.setattr("hfpull.hub.MAX_JSON_BYTES", 1000)
+    monkeypatch.setattr("hfpull.hub.client.MAX_JSON_BYTES", 1000)
     responses.get(f"{url}/api/models/o/m/revision/main?blobs=true", body=b"[" * 5000)
     with pytest.raises(UnsafeInputError, match="oversized"):
         client(url).resolve(RepoRef("o/m"), "main")

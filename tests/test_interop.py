@@ -17,7 +17,7 @@ import pytest
 from safetensors.numpy import save
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from hfpull.api import download
+from hfpull.pull import download
 from tests.conftest import ROOT, cli_env, fast_settings
 from tests.fakehub import FakeHub
 

@@ -9,7 +9,15 @@ import subprocess
 import sys
 import time
 
-from hfpull.owner import LeaseWatch, Owner, Verdict, _start_ticks, judge, kernel_view, this_process
+from hfpull.engine.owner import (
+    LeaseWatch,
+    Owner,
+    Verdict,
+    _start_ticks,
+    judge,
+    kernel_view,
+    this_process,
+)
 
 
 def _never_owned(token: str) -> bool:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hfpull.archive.manifest import MANIFEST_NAME, parse_manifest
 from hfpull.errors import IntegrityError, NotFoundError
-from hfpull.manifest import MANIFEST_NAME, parse_manifest
 from hfpull.pack import pack
 from hfpull.unpack import unpack
 from tests.conftest import ROOT, RunCli, cli_env, fast_settings

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from hfpull.models import RemoteFile
-from hfpull.owner import LeaseWatch, Owner, _start_ticks, kernel_view, this_process
-from hfpull.partial import (
+from hfpull.engine.owner import LeaseWatch, Owner, _start_ticks, kernel_view, this_process
+from hfpull.engine.partial import (
     BUSY,
     BlobNames,
     Busy,
@@ -30,6 +29,7 @@ from hfpull.partial import (
     claim_steps,
     held_bytes,
 )
+from hfpull.models import RemoteFile
 
 FILE = RemoteFile("w.bin", 1000, "a" * 40, "b" * 64)
 Step = Generator[str, None, Any]
@@ -464,7 +464,7 @@ def test_prefix_hash_matches_whatever_order_ranges_land(tmp_path: Path) -> None:
     import hashlib
     import random
 
-    from hfpull.prefix_hash import PrefixHasher
+    from hfpull.engine.prefix_hash import PrefixHasher
 
     data = os.urandom(300_000)
     file = RemoteFile("w.bin", len(data), "a" * 40, hashlib.sha256(data).hexdigest())

@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
+from hfpull.cli.progress import RichProgress
 from hfpull.events import ProgressEvent
-from hfpull.progress import RichProgress
 
 
 def render(events: list[ProgressEvent]) -> str:

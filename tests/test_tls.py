@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hfpull.api import download
 from hfpull.errors import NetworkError
+from hfpull.pull import download
 from tests.conftest import fast_settings
 from tests.fakehub import FakeHub
 

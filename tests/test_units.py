@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from hfpull.engine.partial import IntervalSet
 from hfpull.errors import UnsafeInputError, UsageError
 from hfpull.hashing import git_blob_sha1
-from hfpull.http import parse_content_range, parse_retry_after
+from hfpull.hub.http import parse_content_range, parse_retry_after
+from hfpull.hub.sources import RetryPolicy
 from hfpull.names import check_repo_path, validate_repo_id, validate_revision
-from hfpull.partial import IntervalSet
 from hfpull.settings import default_cache_dir, from_environment, resolve_token
-from hfpull.sources import RetryPolicy
 
 UNSAFE_NAMES = [
     "../x", "a/../../x", "/abs", "C:\\x", "C:x", "\\\\host\\share\\x", "a\\..\\x", "a\x00b",
@@ -147,8 +147,8 @@ def test_settings_sources_order_mirrors_first() -> None:
 def test_bad_closed_choices_through_the_api_are_usage_errors(tmp_path: Path) -> None:
     """Checked before any request: nothing listens on the endpoint, so a late check would
     surface as a NetworkError instead."""
-    from hfpull.api import Session
     from hfpull.pack import pack
+    from hfpull.pull import Session
     from hfpull.settings import Settings
     from hfpull.verify import verify_target
 

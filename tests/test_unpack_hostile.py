@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import zstandard
 
+from hfpull.archive.manifest import MANIFEST_NAME, Manifest, ManifestFile, parse_manifest
 from hfpull.errors import HfpullError, IntegrityError, UnsafeInputError
-from hfpull.manifest import MANIFEST_NAME, Manifest, ManifestFile, parse_manifest
 from hfpull.models import RepoRef
 from hfpull.pack import write_archive
 from hfpull.settings import Settings

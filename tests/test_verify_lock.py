@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hfpull.api import download
 from hfpull.errors import IntegrityError, NotFoundError
-from hfpull.lockfile import create_lock, get_locked, read_lock, write_lock
+from hfpull.lock import create_lock, get_locked, read_lock, write_lock
 from hfpull.pack import pack
+from hfpull.pull import download
 from hfpull.verify import repair, verify_target
 from tests.conftest import RunCli, cli_env, fast_settings
 from tests.fakehub import FakeHub

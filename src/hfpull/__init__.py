@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .api import get
+from hfpull.pull import get
+from hfpull.version import __version__
 
 __all__ = ["__version__", "get"]

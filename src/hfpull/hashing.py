@@ -9,7 +9,7 @@ import hashlib
 import os
 from typing import Protocol
 
-from .models import RemoteFile
+from hfpull.models import RemoteFile
 
 READ_CHUNK = 1 << 20
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from .errors import UnsafeInputError, UsageError
-from .models import REPO_TYPES
+from hfpull.errors import UnsafeInputError, UsageError
+from hfpull.models import REPO_TYPES
 
 # Same rule as huggingface_hub: optional single namespace, [\w\-.] names, at most 96 chars.
 _REPO_PART = r"[\w\-.]{1,96}"

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__
-from .api import Session
-from .compression import compressing_writer, validate_kind
-from .errors import DiskError, IntegrityError
-from .events import ProgressCallback, ProgressEvent, ignore
-from .hashing import READ_CHUNK, file_digests
-from .manifest import MANIFEST_NAME, Manifest, ManifestFile
-from .models import Plan, RemoteFile
-from .settings import Settings, from_environment
+from hfpull.archive.compression import compressing_writer, validate_kind
+from hfpull.archive.manifest import MANIFEST_NAME, Manifest, ManifestFile
+from hfpull.errors import DiskError, IntegrityError
+from hfpull.events import ProgressCallback, ProgressEvent, ignore
+from hfpull.hashing import READ_CHUNK, file_digests
+from hfpull.models import Plan, RemoteFile
+from hfpull.pull import Session
+from hfpull.settings import Settings, from_environment
+from hfpull.version import __version__
 
 HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 STREAM_BUFFER = 4 << 20

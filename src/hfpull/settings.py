@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from hfpull.errors import UsageError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 MiB = 1 << 20

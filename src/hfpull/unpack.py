@@ -24,16 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .compression import decompressing_reader
-from .errors import DiskError, IntegrityError, UnsafeInputError
-from .events import ProgressCallback, ProgressEvent, ignore
-from .fetch import group_by_blob
-from .hashing import READ_CHUNK, new_hasher
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest, ManifestFile, parse_manifest
-from .models import Snapshot
-from .names import check_repo_path
-from .settings import Settings
-from .store import CacheLayout, LocalDirLayout, ensure_dirs
+from hfpull.archive.compression import decompressing_reader
+from hfpull.archive.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    ManifestFile,
+    parse_manifest,
+)
+from hfpull.cache.layout import CacheLayout, LocalDirLayout, ensure_dirs
+from hfpull.engine.scheduler import group_by_blob
+from hfpull.errors import DiskError, IntegrityError, UnsafeInputError
+from hfpull.events import ProgressCallback, ProgressEvent, ignore
+from hfpull.hashing import READ_CHUNK, new_hasher
+from hfpull.models import Snapshot
+from hfpull.names import check_repo_path
+from hfpull.settings import Settings
 
 _ALLOWED_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _HEADER_ALLOWANCE = 4096  # tar/pax header bytes allowed per member, beyond its name

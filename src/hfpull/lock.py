@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .api import Session
-from .errors import IntegrityError, UnsafeInputError, UsageError
-from .events import ProgressCallback
-from .models import REPO_TYPES, GetResult, RemoteFile, RepoRef
-from .names import (
+from hfpull.errors import IntegrityError, UnsafeInputError, UsageError
+from hfpull.events import ProgressCallback
+from hfpull.models import REPO_TYPES, GetResult, RemoteFile, RepoRef
+from hfpull.names import (
     COMMIT_RE,
     SHA256_RE,
     check_commit,
@@ -28,7 +27,8 @@ from .names import (
     validate_repo_id,
     validate_revision,
 )
-from .settings import Settings
+from hfpull.pull import Session
+from hfpull.settings import Settings
 
 LOCK_VERSION = 1
 

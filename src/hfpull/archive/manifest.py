@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import UnsafeInputError, UsageError
-from .models import REPO_TYPES, RemoteFile, RepoRef
-from .names import (
+from hfpull.errors import UnsafeInputError, UsageError
+from hfpull.models import REPO_TYPES, RemoteFile, RepoRef
+from hfpull.names import (
     COMMIT_RE,
     SHA256_RE,
     check_commit,

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .models import FileStatus, GetResult, Plan
+from hfpull.models import FileStatus, GetResult, Plan
 
 
 def result_json(result: GetResult) -> dict[str, Any]:

@@ -8,20 +8,20 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from .cached import cached_snapshot
-from .errors import DiskError, GatedRepoError, NotFoundError, RepoNotFoundError
-from .events import ProgressCallback, ProgressEvent, ignore
-from .fetch import Engine, group_by_blob
-from .http import thread_session
-from .hub import HubClient
-from .models import FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
-from .names import validate_repo_id, validate_repo_type, validate_revision
-from .partial import held_bytes
-from .plan import build_plan
-from .settings import Settings, from_environment
-from .sources import RetryPolicy, SourcePool
-from .store import CacheLayout, LocalDirLayout
-from .transfer import FetchContext
+from hfpull.cache.layout import CacheLayout, LocalDirLayout
+from hfpull.cache.offline import cached_snapshot
+from hfpull.engine.blob import FetchContext
+from hfpull.engine.partial import held_bytes
+from hfpull.engine.plan import build_plan
+from hfpull.engine.scheduler import Engine, group_by_blob
+from hfpull.errors import DiskError, GatedRepoError, NotFoundError, RepoNotFoundError
+from hfpull.events import ProgressCallback, ProgressEvent, ignore
+from hfpull.hub.client import HubClient
+from hfpull.hub.http import thread_session
+from hfpull.hub.sources import RetryPolicy, SourcePool
+from hfpull.models import FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
+from hfpull.names import validate_repo_id, validate_repo_type, validate_revision
+from hfpull.settings import Settings, from_environment
 
 Layout = CacheLayout | LocalDirLayout
 

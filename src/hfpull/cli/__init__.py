@@ -21,10 +21,10 @@ try:  # typer >= 0.26 vendors its own click; its usage errors are not click's
 except ImportError:  # pragma: no cover
     from click import UsageError as CommandLineError  # type: ignore[assignment]
 
-from . import __version__
-from .errors import ExitCode, HfpullError, Interrupted, UsageError
-from .render import human, plan_json, print_plan, result_json
-from .settings import Settings, from_environment
+from hfpull.cli.render import human, plan_json, print_plan, result_json
+from hfpull.errors import ExitCode, HfpullError, Interrupted, UsageError
+from hfpull.settings import Settings, from_environment
+from hfpull.version import __version__
 
 app = typer.Typer(
     add_completion=False,
@@ -134,8 +134,8 @@ def get(
     debug: Debug = False,
 ) -> None:
     """Download a repo into the HF cache (or --local-dir); print the snapshot path."""
-    from .api import Session
-    from .lockfile import get_locked, read_lock
+    from hfpull.lock import get_locked, read_lock
+    from hfpull.pull import Session
 
     with _errors(debug):
         if (repo_id is None) == (lock is None):
@@ -197,7 +197,7 @@ def pack(
     debug: Debug = False,
 ) -> None:
     """Write a verified, reproducible archive of a repo (fetching what the cache lacks)."""
-    from .pack import pack as pack_repo
+    from hfpull.pack import pack as pack_repo
 
     with _errors(debug):
         settings = _settings(
@@ -229,7 +229,7 @@ def unpack(
     debug: Debug = False,
 ) -> None:
     """Check an archive completely, then restore it into the HF cache (or --local-dir)."""
-    from .unpack import unpack as unpack_archive
+    from hfpull.unpack import unpack as unpack_archive
 
     with _errors(debug):
         settings = _settings(cache_dir, local_dir, None, None, None)
@@ -273,8 +273,8 @@ def verify(
     debug: Debug = False,
 ) -> None:
     """Re-hash every file and compare; exit 0 only when intact, 4 when not (docs/verify.md)."""
-    from .verify import repair as repair_snapshot
-    from .verify import verify_target
+    from hfpull.verify import repair as repair_snapshot
+    from hfpull.verify import verify_target
 
     with _errors(debug):
         if against is AgainstChoice.manifest and manifest is None:
@@ -321,7 +321,7 @@ def lock(
     debug: Debug = False,
 ) -> None:
     """Pin repos to commits with every selected file's hash (no download)."""
-    from .lockfile import create_lock, write_lock
+    from hfpull.lock import create_lock, write_lock
 
     with _errors(debug):
         settings = _settings(None, None, endpoint, mirror, token)
@@ -364,7 +364,7 @@ def _renderer(show: bool) -> Iterator[Callable[..., None] | None]:
         return
     from rich.console import Console
 
-    from .progress import RichProgress
+    from hfpull.cli.progress import RichProgress
 
     with RichProgress(Console(stderr=True)) as renderer:
         yield renderer

@@ -9,7 +9,7 @@ import gzip
 import io
 from typing import IO, Any
 
-from .errors import UsageError
+from hfpull.errors import UsageError
 
 KINDS = ("none", "gzip", "zstd")
 GZIP_MAGIC = b"\x1f\x8b"

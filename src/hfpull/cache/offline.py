@@ -8,11 +8,11 @@ import json
 import os
 from pathlib import Path
 
-from .errors import NotFoundError, UnsafeInputError
-from .hashing import git_blob_sha1
-from .models import RemoteFile, Snapshot
-from .names import COMMIT_RE, SHA256_RE, check_repo_path
-from .store import CacheLayout
+from hfpull.cache.layout import CacheLayout
+from hfpull.errors import NotFoundError, UnsafeInputError
+from hfpull.hashing import git_blob_sha1
+from hfpull.models import RemoteFile, Snapshot
+from hfpull.names import COMMIT_RE, SHA256_RE, check_repo_path
 
 
 def cached_commit(cache: CacheLayout, revision: str) -> str:

@@ -6,8 +6,8 @@ from collections.abc import Callable, Collection, Sequence
 
 from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
-from .errors import UsageError
-from .models import FileStatus, Plan, PlannedFile, RemoteFile, Snapshot
+from hfpull.errors import UsageError
+from hfpull.models import FileStatus, Plan, PlannedFile, RemoteFile, Snapshot
 
 LocalState = Callable[[RemoteFile], tuple[FileStatus, int]]  # -> status, bytes held in partials
 

@@ -13,8 +13,8 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from .errors import HfpullError, RepoNotFoundError, UnsafeInputError
-from .http import (
+from hfpull.errors import HfpullError, RepoNotFoundError, UnsafeInputError
+from hfpull.hub.http import (
     describe_transport_error,
     error_from_response,
     host_of,
@@ -23,10 +23,10 @@ from .http import (
     request_following_redirects,
     tls_error,
 )
-from .models import RemoteFile, RepoRef, Snapshot
-from .names import COMMIT_RE, check_commit, check_path_set, check_repo_path, check_sha256
-from .settings import Settings
-from .sources import RetryPolicy, Source, SourcePool
+from hfpull.hub.sources import RetryPolicy, Source, SourcePool
+from hfpull.models import RemoteFile, RepoRef, Snapshot
+from hfpull.names import COMMIT_RE, check_commit, check_path_set, check_repo_path, check_sha256
+from hfpull.settings import Settings
 
 MAX_JSON_BYTES = 64 << 20
 MAX_TREE_PAGES = 10_000

@@ -18,8 +18,7 @@ import requests
 import requests.adapters
 import urllib3.exceptions
 
-from . import __version__
-from .errors import (
+from hfpull.errors import (
     AuthError,
     EntryNotFoundError,
     GatedRepoError,
@@ -29,6 +28,7 @@ from .errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
+from hfpull.version import __version__
 
 USER_AGENT = f"hfpull/{__version__}"
 MAX_REDIRECTS = 10

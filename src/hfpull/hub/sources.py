@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import NetworkError
-from .http import host_of, origin
-from .settings import Settings
+from hfpull.errors import NetworkError
+from hfpull.hub.http import host_of, origin
+from hfpull.settings import Settings
 
 
 @dataclass(eq=False)

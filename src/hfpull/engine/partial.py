@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .models import RemoteFile
-from .owner import LeaseWatch, Owner, Verdict, judge, this_process
+from hfpull.engine.owner import LeaseWatch, Owner, Verdict, judge, this_process
+from hfpull.models import RemoteFile
 
 JOURNAL_FORMAT = 2
 JOURNAL_INTERVAL = 0.1  # seconds between journal writes while bytes arrive

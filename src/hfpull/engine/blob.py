@@ -20,9 +20,11 @@ from urllib.parse import quote
 import requests
 import urllib3.exceptions
 
-from .errors import DiskError, HfpullError, IntegrityError
-from .events import ProgressCallback, ProgressEvent
-from .http import (
+from hfpull.engine.partial import Partial
+from hfpull.engine.prefix_hash import PrefixHasher
+from hfpull.errors import DiskError, HfpullError, IntegrityError
+from hfpull.events import ProgressCallback, ProgressEvent
+from hfpull.hub.http import (
     describe_transport_error,
     error_from_response,
     is_unreachable,
@@ -32,11 +34,9 @@ from .http import (
     request_following_redirects,
     tls_error,
 )
-from .models import RemoteFile, RepoRef
-from .partial import Partial
-from .prefix_hash import PrefixHasher
-from .settings import Settings
-from .sources import RetryPolicy, Source, SourcePool
+from hfpull.hub.sources import RetryPolicy, Source, SourcePool
+from hfpull.models import RemoteFile, RepoRef
+from hfpull.settings import Settings
 
 READ_CHUNK = 1 << 20
 _TRANSPORT_ERRORS = (

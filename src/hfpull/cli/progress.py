@@ -16,7 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .events import ProgressEvent
+from hfpull.events import ProgressEvent
 
 MAX_FILE_LINES = 8
 

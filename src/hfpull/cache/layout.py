@@ -16,10 +16,10 @@ import shutil
 import time
 from pathlib import Path
 
-from .errors import DiskError, UnsafeInputError
-from .hashing import hash_file
-from .models import FileStatus, RemoteFile, RepoRef, Snapshot
-from .names import COMMIT_RE, validate_revision
+from hfpull.errors import DiskError, UnsafeInputError
+from hfpull.hashing import hash_file
+from hfpull.models import FileStatus, RemoteFile, RepoRef, Snapshot
+from hfpull.names import COMMIT_RE, validate_revision
 
 CACHEDIR_TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"

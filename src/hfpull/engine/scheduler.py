@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
-from .events import ProgressEvent
-from .models import FileStatus, RemoteFile
-from .owner import LeaseWatch
-from .partial import BUSY, LostPartial, Partial, claim
-from .store import ensure_dirs
-from .transfer import BlobTransfer, Cancelled, FetchContext
+from hfpull.cache.layout import ensure_dirs
+from hfpull.engine.blob import BlobTransfer, Cancelled, FetchContext
+from hfpull.engine.owner import LeaseWatch
+from hfpull.engine.partial import BUSY, LostPartial, Partial, claim
+from hfpull.errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
+from hfpull.events import ProgressEvent
+from hfpull.models import FileStatus, RemoteFile
 
 HEARTBEAT_SECONDS = 2.0  # at most; and at least 8 beats per lease
 BUSY_POLL_SECONDS = 0.5

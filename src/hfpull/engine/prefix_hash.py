@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 
-from .errors import IntegrityError
-from .hashing import Hasher, hash_range, new_hasher
-from .models import RemoteFile
-from .partial import Partial
+from hfpull.engine.partial import Partial
+from hfpull.errors import IntegrityError
+from hfpull.hashing import Hasher, hash_range, new_hasher
+from hfpull.models import RemoteFile
 
 
 class PrefixHasher:

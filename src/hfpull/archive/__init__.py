@@ -1,0 +1,1 @@
+"""The offline archive format: its manifest and compression."""

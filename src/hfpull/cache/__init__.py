@@ -1,0 +1,1 @@
+"""Local disk in huggingface_hub's format: the cache and --local-dir layouts, offline reads."""

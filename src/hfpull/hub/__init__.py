@@ -1,0 +1,1 @@
+"""The wire to any HF-compatible server: sessions, sources and retries, the API client."""
