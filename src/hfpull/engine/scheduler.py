@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +80,17 @@ class _Heartbeat:
 
 
 class Engine:
-    def __init__(self, ctx: FetchContext, layout: Layout) -> None:
+    def __init__(
+        self,
+        ctx: FetchContext,
+        layout: Layout,
+        on_claim: Callable[[Partial], None] | None = None,
+    ) -> None:
+        """``on_claim`` sees each partial this run writes, before its first byte (the mirror
+        streams a blob to clients while it fills)."""
         self.ctx = ctx
         self.layout = layout
+        self.on_claim = on_claim
         lease = ctx.settings.lease_seconds
         self._heartbeat = _Heartbeat(min(HEARTBEAT_SECONDS, lease / 8))
         self._watch = LeaseWatch(lease)  # one per run: a silent owner's lease spans our polls
@@ -186,6 +194,8 @@ class Engine:
             partial.discard()  # published by another process just before our claim
             return self._present(files)
         self._heartbeat.track(partial)
+        if self.on_claim is not None:
+            self.on_claim(partial)
         transfer = BlobTransfer(self.ctx, file, partial)
         already = partial.snapshot_done().total()
         self.ctx.emit(ProgressEvent("start", file.path, size=file.size, nbytes=already))

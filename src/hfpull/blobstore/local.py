@@ -1,0 +1,75 @@
+"""Blobs on local disk: ``<root>/blobs/<first two hex digits>/<hash>``."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from hfpull.errors import UnsafeInputError
+
+_KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.fullmatch(key):
+        raise UnsafeInputError(f"not a blob hash: {key[:80]!r}")
+    return key
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.root / "partials"
+
+    def path(self, key: str) -> Path:
+        check_key(key)
+        return self.blobs / key[:2] / key
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key) if self.size(key) is not None else None
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        with open(self.path(key), "rb") as handle:
+            handle.seek(start)
+            return handle.read(end - start)
+
+    def put(self, key: str, verified: Path) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(verified, target)  # same inode: readers of the partial keep reading
+        _fsync_dir(target.parent)
+
+    def delete(self, key: str) -> bool:
+        try:
+            self.path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def keys(self) -> Iterator[tuple[str, int]]:
+        if not self.blobs.is_dir():
+            return
+        for folder in sorted(self.blobs.iterdir()):
+            for blob in sorted(folder.iterdir()):
+                if _KEY.fullmatch(blob.name):
+                    yield blob.name, blob.stat().st_size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
