@@ -337,6 +337,57 @@ def lock(
 # -- plumbing ---------------------------------------------------------------------------------
 
 
+@app.command()
+def serve(
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream", help="Hub to mirror (default: HF_ENDPOINT, else huggingface.co)."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="The mirror's store (default: HF_HOME/hfpull-serve)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8090,
+    upstream_token: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream-token",
+            envvar="HFPULL_UPSTREAM_TOKEN",
+            help="Token for upstream (gated repos); never sent to clients or the CDN.",
+        ),
+    ] = None,
+    metadata_ttl: Annotated[
+        float, typer.Option("--metadata-ttl", min=0, help="Seconds a branch's file list is reused.")
+    ] = 600.0,
+    offline: Annotated[bool, typer.Option("--offline", help="Never contact upstream.")] = False,
+    access_log: Annotated[
+        Path | None, typer.Option("--access-log", help="Access log file.")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull[serve]')."""
+    import dataclasses
+
+    from hfpull.settings import hf_home
+
+    with _errors(debug):
+        try:
+            from hfpull.serve.app import ServeConfig, run
+        except ImportError as exc:
+            raise UsageError(
+                f"hfpull serve needs the serve extra ({exc.name} is missing)",
+                hint="pip install 'hfpull[serve]'",
+            ) from None
+        store = cache_dir or hf_home(os.environ) / "hfpull-serve"
+        settings = dataclasses.replace(
+            _settings(store, None, upstream, None, None), token=upstream_token
+        )
+        run(ServeConfig(settings, metadata_ttl, offline), host, port, access_log)
+
+
 def _settings(
     cache_dir: Path | None,
     local_dir: Path | None,

@@ -1,0 +1,1 @@
+"""hfpull serve: a caching Hub mirror (aiohttp; ``pip install 'hfpull[serve]'``)."""

@@ -1,0 +1,291 @@
+"""The aiohttp application: Hub API answers from the metadata cache, files from the store.
+
+Hits are ``web.FileResponse`` (sendfile; Range, If-Range and 416 handled by aiohttp) with
+the content hash as ETag; misses stream from the growing partial of one single-flight fill.
+Blocking work (upstream requests, the engine, metadata files) runs in threads; the event
+loop only moves bytes, so a slow client never holds anything up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial as bind
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from hfpull.blobstore import BlobStore
+from hfpull.blobstore.local import LocalBlobStore
+from hfpull.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfpullError,
+    IntegrityError,
+    NetworkError,
+    NotFoundError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+)
+from hfpull.models import RemoteFile, RepoRef
+from hfpull.names import COMMIT_RE
+from hfpull.serve.fill import Fill, Fills
+from hfpull.serve.metadata import MetadataCache, Offline
+from hfpull.serve.routes import Api, BadRequest, Resolve, parse
+from hfpull.serve.upstream import Upstream
+from hfpull.settings import Settings
+
+CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    settings: Settings  # endpoint = upstream, token = upstream token, cache_dir = the store
+    metadata_ttl: float = 600.0
+    offline: bool = False
+
+
+class Mirror:
+    def __init__(self, config: ServeConfig, store: BlobStore | None = None) -> None:
+        root = config.settings.cache_dir
+        self.config = config
+        self.store: BlobStore = store or LocalBlobStore(root)
+        self.upstream = Upstream(config.settings)
+        self.metadata = MetadataCache(
+            root / "meta", config.metadata_ttl, config.offline,
+            self.upstream.resolve, self.upstream.api,
+        )  # fmt: skip
+        self.fills = Fills(self._run_fill)
+        self.executor = ThreadPoolExecutor(64, thread_name_prefix="hfpull-serve")
+        # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
+        self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
+
+    def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
+        repo, commit = self.fill_origin[file.etag]
+        self.upstream.fill(repo, commit, file, self.store, on_claim)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, bind(fn, *args))
+
+
+MIRROR = web.AppKey("mirror", Mirror)
+
+
+def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Application:
+    app = web.Application()
+    app[MIRROR] = Mirror(config, store)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_response_prepare.append(_content_etag)
+    app.on_cleanup.append(_shutdown)
+    return app
+
+
+async def _shutdown(app: web.Application) -> None:
+    app[MIRROR].executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _content_etag(request: web.Request, response: web.StreamResponse) -> None:
+    """FileResponse computes an mtime ETag; clients name blobs by ours (the content hash)."""
+    etag = request.get("hfpull_etag")
+    if etag:
+        response.headers["ETag"] = f'"{etag}"'
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    mirror = request.app[MIRROR]
+    raw_path = request.raw_path.split("?", 1)[0]
+    if raw_path == "/healthz":
+        fills = {"fills": mirror.fills.started, "filling": mirror.fills.active}
+        return web.json_response({"ok": True, **fills})
+    try:
+        target = parse(raw_path)
+    except BadRequest as exc:
+        return _error(400, "BadRequest", str(exc))
+    if target is None:
+        return _error(404, "EntryNotFound", "no such route on this mirror")
+    if request.method not in ("GET", "HEAD"):
+        return _error(405, "MethodNotAllowed", f"{request.method} is not served")
+    revalidate = "no-cache" in request.headers.get("Cache-Control", "")
+    try:
+        if isinstance(target, Api):
+            return await _api(request, mirror, target, revalidate)
+        return await _resolve(request, mirror, target, revalidate)
+    except HfpullError as exc:
+        return _hub_error(exc)
+
+
+async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bool) -> web.Response:
+    answer = await mirror.blocking(
+        mirror.metadata.api, request.raw_path, target.revision, revalidate
+    )
+    headers = dict(answer.headers)
+    if "Link" in headers:  # pagination must come back to the mirror, not go to upstream
+        ours = f"{request.scheme}://{request.host}"
+        headers["Link"] = headers["Link"].replace(mirror.upstream.base, ours)
+    headers["X-Cache"] = answer.cache
+    headers["Cache-Control"] = _cache_control(target.revision, mirror)
+    content_type = headers.pop("Content-Type", "application/json").split(";")[0]
+    return web.Response(
+        status=answer.status, body=answer.body, headers=headers, content_type=content_type
+    )
+
+
+async def _resolve(
+    request: web.Request, mirror: Mirror, target: Resolve, revalidate: bool
+) -> web.StreamResponse:
+    snapshot, _ = await mirror.blocking(
+        mirror.metadata.snapshot, target.repo, target.revision, revalidate
+    )
+    file = next((f for f in snapshot.files if f.path == target.path), None)
+    if file is None:
+        response = _error(404, "EntryNotFound", f"{target.path} is not in {target.repo.repo_id}")
+        response.headers["X-Repo-Commit"] = snapshot.commit
+        return response
+    stored = mirror.store.size(file.etag) == file.size
+    headers = {
+        "X-Repo-Commit": snapshot.commit,
+        "ETag": f'"{file.etag}"',
+        "Accept-Ranges": "bytes",
+        "Cache-Control": _cache_control(target.revision, mirror, immutable=True),
+        "X-Cache": "HIT" if stored else "MISS",
+        "Content-Type": "application/octet-stream",
+    }
+    request["hfpull_etag"] = file.etag
+    if request.method == "HEAD":
+        head = web.StreamResponse(status=200, headers=headers)
+        head.content_length = file.size
+        await head.prepare(request)
+        return head
+    if not stored:
+        mirror.fill_origin[file.etag] = (target.repo, snapshot.commit)
+        fill, _ = mirror.fills.join(file)
+        if request.http_range.start is not None or request.http_range.stop is not None:
+            # Never answer a range of an unverified blob: the client could stitch it into a
+            # complete-looking file. Wait for the fill to verify, then serve from the store.
+            await _wait(fill)
+            if fill.error is not None:
+                return _fill_failed(fill.error)
+        else:
+            return await _stream(request, mirror, fill, headers)
+    path = mirror.store.local_path(file.etag)
+    if path is None:
+        return _error(502, "StoreError", "the blob vanished from the store")
+    return web.FileResponse(path, headers=headers)
+
+
+async def _wait(fill: Fill) -> None:
+    while not fill.done.is_set():
+        await asyncio.sleep(0.02)
+
+
+async def _stream(
+    request: web.Request, mirror: Mirror, fill: Fill, headers: dict[str, str]
+) -> web.StreamResponse:
+    size = fill.file.size
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    sent, fd = 0, -1
+    try:
+        while sent < size:
+            readable = fill.readable()
+            if (fill.done.is_set() and fill.error is not None) or readable < sent:
+                _abort(request)  # failed or reset: no clean end for bytes that did not verify
+                return response
+            if readable > sent:
+                end = min(readable, sent + CHUNK)
+                if fd < 0 and not fill.done.is_set():
+                    fd = _dup(fill)
+                if fd >= 0:
+                    chunk = await mirror.blocking(os.pread, fd, end - sent, sent)
+                else:
+                    chunk = await mirror.blocking(mirror.store.read, fill.file.etag, sent, end)
+                if not chunk:
+                    _abort(request)
+                    return response
+                await response.write(chunk)
+                sent += len(chunk)
+            else:
+                await asyncio.sleep(0.005)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    await response.write_eof()
+    return response
+
+
+def _dup(fill: Fill) -> int:
+    with fill.lock:
+        return os.dup(fill.fd) if fill.fd >= 0 else -1
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _cache_control(revision: str | None, mirror: Mirror, immutable: bool = False) -> str:
+    if revision is not None and COMMIT_RE.fullmatch(revision):
+        return "public, max-age=31536000" + (", immutable" if immutable else "")
+    return f"public, max-age={int(min(mirror.config.metadata_ttl, 60))}"
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    message = re.sub(r"[\r\n]", " ", message)[:300]
+    return web.json_response(
+        {"error": message}, status=status,
+        headers={"X-Error-Code": code, "X-Error-Message": message},
+    )  # fmt: skip
+
+
+def _hub_error(exc: HfpullError) -> web.Response:
+    if isinstance(exc, RepoNotFoundError):
+        return _error(404, "RepoNotFound", str(exc))
+    if isinstance(exc, RevisionNotFoundError):
+        return _error(404, "RevisionNotFound", str(exc))
+    if isinstance(exc, EntryNotFoundError):
+        return _error(404, "EntryNotFound", str(exc))
+    if isinstance(exc, NotFoundError):
+        return _error(404, "RepoNotFound", str(exc))
+    if isinstance(exc, GatedRepoError):
+        return _error(403, "GatedRepo", str(exc))
+    if isinstance(exc, Offline):
+        return _error(504, "Offline", str(exc))
+    if isinstance(exc, NetworkError):
+        return _error(502, "UpstreamUnavailable", str(exc))
+    return _error(502, "UpstreamError", str(exc))
+
+
+def _fill_failed(error: BaseException) -> web.Response:
+    if isinstance(error, IntegrityError):
+        return _error(502, "UpstreamCorrupt", str(error))
+    if isinstance(error, HfpullError):
+        return _hub_error(error)
+    return _error(500, "InternalError", type(error).__name__)
+
+
+def run(config: ServeConfig, host: str, port: int, access_log: Path | None = None) -> None:
+    import logging
+    import sys
+
+    logger = None
+    if access_log is not None:
+        logger = logging.getLogger("hfpull.access")
+        logger.addHandler(logging.FileHandler(access_log))
+        logger.setLevel(logging.INFO)
+    print(
+        f"hfpull serve: http://{host}:{port} (upstream {config.settings.endpoint}, "
+        f"store {config.settings.cache_dir})",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    web.run_app(
+        create_app(config), host=host, port=port, print=None, access_log=logger,
+        handle_signals=True, shutdown_timeout=5.0,
+    )  # fmt: skip

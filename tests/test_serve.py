@@ -1,0 +1,186 @@
+"""hfpull serve in front of the fake Hub: real clients, single flight, verification, safety."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import RunCli, cli_env
+from tests.fakehub import FakeHub, Fault
+from tests.helpers import MiB
+from tests.serve_helpers import running_mirror
+from tests.test_interop import model_files, run_python
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, fake_hub: FakeHub) -> str:
+    with running_mirror(tmp_path, fake_hub.url) as url:
+        yield url  # type: ignore[misc]
+
+
+def _snapshot_download(tmp_path: Path, url: str, cache: str, repo: str = "org/model") -> str:
+    env = cli_env(tmp_path, HF_ENDPOINT=url, HF_HUB_CACHE=str(tmp_path / cache),
+                  HF_HUB_DISABLE_XET="1")  # fmt: skip
+    return run_python(
+        f"""
+        from huggingface_hub import snapshot_download
+        print(snapshot_download({repo!r}))
+        """,
+        env,
+    )
+
+
+def test_huggingface_hub_downloads_through_the_mirror_and_the_second_costs_nothing_upstream(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    files = model_files()
+    fake_hub.add_repo("org/model", files)
+    first = Path(_snapshot_download(tmp_path, mirror, "client-a"))
+    for name, data in files.items():
+        assert (first / name).read_bytes() == data
+    fake_hub.reset_log()
+    second = Path(_snapshot_download(tmp_path, mirror, "client-b"))  # an empty client cache
+    for name, data in files.items():
+        assert (second / name).read_bytes() == data
+    assert fake_hub.bytes_sent("/resolve/") + fake_hub.bytes_sent("/cdn/") == 0
+
+
+def test_twenty_clients_on_one_cold_blob_cause_one_upstream_fetch(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(6 * MiB)
+    fake_hub.add_repo("org/big", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("throttle", match="/cdn/", rate=4 * MiB))
+    url = f"{mirror}/org/big/resolve/main/w.safetensors"
+    digests: list[str] = []
+
+    def client() -> None:
+        with requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            digest = hashlib.sha256()
+            for chunk in response.iter_content(1 << 16):
+                digest.update(chunk)
+            digests.append(digest.hexdigest())
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert digests == [hashlib.sha256(data).hexdigest()] * 20
+    served = fake_hub.bytes_sent("/cdn/")
+    assert len(data) <= served <= len(data) + MiB  # once (plus at most a retried segment)
+    assert requests.get(mirror + "/healthz", timeout=5).json()["fills"] == 1
+
+
+def test_a_corrupt_upstream_body_is_never_cached_nor_ends_cleanly(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(3 * MiB)
+    fake_hub.add_repo("org/bad", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("flip", match="/cdn/", after_bytes=2 * MiB + 5))  # always
+    url = f"{mirror}/org/bad/resolve/main/w.safetensors"
+    received = 0
+    with pytest.raises(requests.RequestException):  # cut, never a clean end
+        with requests.get(url, stream=True, timeout=60) as response:
+            for chunk in response.iter_content(1 << 16):
+                received += len(chunk)
+    assert received < len(data)
+    deadline = time.monotonic() + 30
+    while requests.get(mirror + "/healthz", timeout=5).json()["filling"]:
+        assert time.monotonic() < deadline, "the failing fill never ended"
+        time.sleep(0.05)
+    fake_hub.faults.clear()
+    fake_hub.reset_log()
+    again = requests.get(url, timeout=60)
+    assert again.status_code == 200 and again.content == data
+    assert fake_hub.bytes_sent("/cdn/") >= len(data)  # not cached: fetched again
+
+
+def test_a_range_on_a_cold_blob_waits_for_verified_bytes(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(2 * MiB + 7)
+    fake_hub.add_repo("org/r", {"w.safetensors": data})
+    url = f"{mirror}/org/r/resolve/main/w.safetensors"
+    head = requests.head(url, timeout=10)
+    assert head.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert head.headers["Content-Length"] == str(len(data)) and "X-Repo-Commit" in head.headers
+    part = requests.get(url, headers={"Range": "bytes=100-"}, timeout=60)
+    assert part.status_code == 206 and part.content == data[100:]
+    assert part.headers["ETag"] == head.headers["ETag"]
+    beyond = requests.get(url, headers={"Range": f"bytes={len(data) + 5}-"}, timeout=10)
+    assert beyond.status_code == 416
+
+
+HOSTILE = [
+    "/org/model/resolve/main/../../etc/passwd",
+    "/org/model/resolve/main/%2e%2e/%2e%2e/etc/passwd",
+    "/org/model/resolve/..%2F..%2Fetc/x",
+    "//evil.example/org/model/resolve/main/x",
+    "/http://evil.example/org/model/resolve/main/x",
+    "/org/model/resolve/main/a%00b",
+    "/api/models/..%2F..%2Fetc/revision/main",
+]
+
+
+def test_traversal_and_foreign_hosts_are_refused(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    fake_hub.add_repo("org/model", {"x": b"1"})
+    fake_hub.reset_log()
+    for path in HOSTILE:
+        response = requests.get(mirror + path, timeout=10)
+        assert response.status_code in (400, 404), path
+        assert response.headers.get("X-Error-Code"), path
+    assert fake_hub.requests == []  # none of them made the mirror fetch anything
+
+
+def test_upstream_down_cached_repos_still_download_by_branch_and_commit(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    commit = fake_hub.add_repo("org/kept", {"a.bin": b"A" * 5000, "b.txt": b"bee"})
+    fake_hub.add_repo("org/never", {"x": b"x"})
+    for rev in ("main", commit):
+        for name in ("a.bin", "b.txt"):
+            assert requests.get(f"{mirror}/org/kept/resolve/{rev}/{name}", timeout=30).ok
+    fake_hub.stop()
+    for rev in ("main", commit):
+        response = requests.get(
+            f"{mirror}/org/kept/resolve/{rev}/a.bin", headers={"Cache-Control": "no-cache"},
+            timeout=30,
+        )  # fmt: skip
+        assert response.status_code == 200 and response.content == b"A" * 5000
+    started = time.monotonic()
+    response = requests.get(f"{mirror}/org/never/resolve/main/x", timeout=30)
+    assert response.status_code in (502, 504) and response.headers["X-Error-Code"]
+    assert time.monotonic() - started < 15
+
+
+def test_hfpull_get_through_two_tiers_of_mirrors_with_a_pr_revision(
+    tmp_path: Path, fake_hub: FakeHub, run_cli: RunCli
+) -> None:
+    files = model_files()
+    commit = fake_hub.add_repo("org/model", files)
+    fake_hub.add_branch("org/model", "refs/pr/1", commit)
+    with running_mirror(tmp_path, fake_hub.url, store=tmp_path / "regional") as regional:
+        with running_mirror(tmp_path, regional, store=tmp_path / "edge") as edge:
+            env = cli_env(tmp_path, HF_ENDPOINT=edge)
+            for revision in ("main", "refs/pr/1"):
+                cache = tmp_path / f"client-{revision.replace('/', '-')}"
+                result = run_cli(
+                    "get", "org/model", "--revision", revision, "--cache-dir", str(cache),
+                    env=env,
+                )  # fmt: skip
+                assert result.returncode == 0, result.stderr
+                snapshot = Path(result.stdout.strip())
+                for name, data in files.items():
+                    assert (snapshot / name).read_bytes() == data
+    lfs = fake_hub.bytes_sent("/cdn/")
+    assert lfs == len(files["model.safetensors"])  # the origin sent the weights once
