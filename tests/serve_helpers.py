@@ -23,7 +23,11 @@ def free_port() -> int:
 
 @contextmanager
 def running_mirror(
-    tmp_path: Path, upstream: str, *extra: str, store: Path | None = None
+    tmp_path: Path,
+    upstream: str,
+    *extra: str,
+    store: Path | None = None,
+    procs: list[subprocess.Popen[bytes]] | None = None,
 ) -> Iterator[str]:
     port = free_port()
     store = store or tmp_path / "mirror-store"
@@ -36,11 +40,13 @@ def running_mirror(
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    if procs is not None:
+        procs.append(proc)
     try:
         deadline = time.monotonic() + 20
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"hfpull serve exited: {(tmp_path / log.name).read_text()}")
+                raise AssertionError(f"hfpull serve exited: {Path(log.name).read_text()}")
             try:
                 if requests.get(url + "/healthz", timeout=1).ok:
                     break

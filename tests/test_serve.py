@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import requests
 
 from tests.conftest import RunCli, cli_env
 from tests.fakehub import FakeHub, Fault
-from tests.helpers import MiB
+from tests.helpers import MiB, leftovers
 from tests.serve_helpers import running_mirror
 from tests.test_interop import model_files, run_python
 
@@ -184,3 +186,75 @@ def test_hfpull_get_through_two_tiers_of_mirrors_with_a_pr_revision(
                     assert (snapshot / name).read_bytes() == data
     lfs = fake_hub.bytes_sent("/cdn/")
     assert lfs == len(files["model.safetensors"])  # the origin sent the weights once
+
+
+def test_the_upstream_token_reaches_upstream_only_never_clients_the_cdn_or_the_log(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    secret = "hf_mirrorsecret0123456789"
+    files = {"w.safetensors": os.urandom(300_000), "config.json": b"{}"}
+    fake_hub.add_repo("org/private", files, private=True)
+    fake_hub.tokens[secret] = {"org/private"}
+    with running_mirror(tmp_path, fake_hub.url, "--upstream-token", secret) as url:
+        seen = []
+        for name, data in files.items():
+            response = requests.get(f"{url}/org/private/resolve/main/{name}", timeout=30)
+            assert response.status_code == 200 and response.content == data
+            seen.append(str(response.headers) + response.text[:0])
+        info = requests.get(f"{url}/api/models/org/private/revision/main", timeout=30)
+        assert info.ok and secret not in info.text and secret not in str(info.headers)
+        bad = requests.get(f"{url}/org/private/resolve/main/missing.bin", timeout=30)
+        assert secret not in bad.text and secret not in str(bad.headers)
+    assert not any(secret in s for s in seen)
+    hub = [r for r in fake_hub.requests if r.server == "hub"]
+    cdn = [r for r in fake_hub.requests if r.server == "cdn"]
+    assert hub and all(r.headers.get("authorization") == f"Bearer {secret}" for r in hub)
+    assert cdn and not any("authorization" in r.headers for r in cdn)
+    for log in tmp_path.glob("serve-*.log"):
+        assert secret not in log.read_text()
+
+
+def test_a_mirror_killed_mid_fill_resumes_the_blob_and_keeps_nothing_corrupt(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    data = os.urandom(4 * MiB)
+    fake_hub.add_repo("org/big", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("throttle", match="/cdn/", rate=1 * MiB))
+    store = tmp_path / "store"
+    procs: list[subprocess.Popen[bytes]] = []
+    with running_mirror(tmp_path, fake_hub.url, store=store, procs=procs) as url:
+        threading.Thread(target=_get_quietly, args=(f"{url}/org/big/resolve/main/w.safetensors",),
+                         daemon=True).start()  # fmt: skip
+        deadline = time.monotonic() + 30
+        while held_in(store) < MiB:
+            assert time.monotonic() < deadline, "the fill never got going"
+            time.sleep(0.05)
+        procs[0].kill()  # kill -9 mid-fill
+        procs[0].wait()
+    fake_hub.faults.clear()
+    before = fake_hub.bytes_sent("/cdn/")
+    with running_mirror(tmp_path, fake_hub.url, store=store) as url:
+        response = requests.get(f"{url}/org/big/resolve/main/w.safetensors", timeout=60)
+        assert response.status_code == 200 and response.content == data
+    assert fake_hub.bytes_sent("/cdn/") - before < len(data)  # resumed, not refetched
+    assert leftovers(store) == []
+    for blob in (store / "blobs").rglob("*"):
+        if blob.is_file():
+            assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+
+
+def _get_quietly(url: str) -> None:
+    try:
+        requests.get(url, timeout=60)
+    except requests.RequestException:
+        pass  # the mirror is killed under it
+
+
+def held_in(store: Path) -> int:
+    total = 0
+    for journal in (store / "partials").glob("*.journal"):
+        try:
+            total += sum(e - s for s, e in json.loads(journal.read_text())["done"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
