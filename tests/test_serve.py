@@ -16,7 +16,7 @@ import requests
 from tests.conftest import RunCli, cli_env
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB, leftovers
-from tests.serve_helpers import running_mirror
+from tests.serve_helpers import free_port, running_mirror
 from tests.test_interop import model_files, run_python
 
 
@@ -258,3 +258,34 @@ def held_in(store: Path) -> int:
         except (OSError, ValueError, KeyError):
             pass
     return total
+
+
+def test_an_air_gapped_mirror_seeded_from_an_hf_cache_serves_it_offline(
+    tmp_path: Path, fake_hub: FakeHub, run_cli: RunCli
+) -> None:
+    files = model_files()
+    commit = fake_hub.add_repo("org/model", files)
+    cache = tmp_path / "hf-cache"
+    fetched = run_cli("get", "org/model", "--cache-dir", str(cache),
+                      env=cli_env(tmp_path, HF_ENDPOINT=fake_hub.url))  # fmt: skip
+    assert fetched.returncode == 0, fetched.stderr
+    # damage one blob of the cache: it must be refused, not seeded
+    damaged = next(p for p in (cache / "models--org--model" / "blobs").iterdir()
+                   if p.stat().st_size == len(files["config.json"]))  # fmt: skip
+    damaged.write_bytes(b"X" * damaged.stat().st_size)
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens: offline means offline
+    with running_mirror(tmp_path, nowhere, "--offline", "--seed", str(cache)) as url:
+        for revision in ("main", commit):
+            env = cli_env(tmp_path, HF_ENDPOINT=url, HF_HUB_CACHE=str(tmp_path / revision),
+                          HF_HUB_DISABLE_XET="1")  # fmt: skip
+            out = run_python(
+                f"""
+                from huggingface_hub import hf_hub_download
+                print(hf_hub_download("org/model", "model.safetensors", revision={revision!r}))
+                """,
+                env,
+            )
+            assert Path(out).read_bytes() == files["model.safetensors"]
+        broken = requests.get(f"{url}/org/model/resolve/main/config.json", timeout=10)
+        assert broken.status_code >= 500 and broken.headers["X-Error-Code"]  # refused, not served
+    assert "damaged blobs" in next(tmp_path.glob("serve-*.log")).read_text()

@@ -366,6 +366,10 @@ def serve(
     access_log: Annotated[
         Path | None, typer.Option("--access-log", help="Access log file.")
     ] = None,
+    seed: Annotated[
+        list[Path] | None,
+        typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull[serve]')."""
@@ -385,7 +389,8 @@ def serve(
         settings = dataclasses.replace(
             _settings(store, None, upstream, None, None), token=upstream_token
         )
-        run(ServeConfig(settings, metadata_ttl, offline), host, port, access_log)
+        config = ServeConfig(settings, metadata_ttl, offline)
+        run(config, host, port, access_log, tuple(seed or ()))
 
 
 def _settings(

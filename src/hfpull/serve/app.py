@@ -35,8 +35,9 @@ from hfpull.errors import (
 from hfpull.models import RemoteFile, RepoRef
 from hfpull.names import COMMIT_RE
 from hfpull.serve.fill import Fill, Fills
-from hfpull.serve.metadata import MetadataCache, Offline
+from hfpull.serve.metadata import Answer, MetadataCache, Offline, revision_answer
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
+from hfpull.serve.seed import seed
 from hfpull.serve.upstream import Upstream
 from hfpull.settings import Settings
 
@@ -121,9 +122,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bool) -> web.Response:
-    answer = await mirror.blocking(
-        mirror.metadata.api, request.raw_path, target.revision, revalidate
-    )
+    try:
+        answer = await mirror.blocking(
+            mirror.metadata.api, request.raw_path, target.revision, revalidate
+        )
+    except NetworkError:
+        if target.rest not in ("", "revision"):
+            raise
+        # Upstream unreachable (or --offline) and this exact answer never cached: a seeded
+        # or earlier-resolved snapshot still answers the revision API.
+        snapshot, _ = await mirror.blocking(
+            mirror.metadata.snapshot, target.repo, target.revision or "main", False
+        )
+        answer = Answer(
+            200, revision_answer(snapshot), {"Content-Type": "application/json"}, "STALE"
+        )
     headers = dict(answer.headers)
     if "Link" in headers:  # pagination must come back to the mirror, not go to upstream
         ours = f"{request.scheme}://{request.host}"
@@ -163,6 +176,8 @@ async def _resolve(
         await head.prepare(request)
         return head
     if not stored:
+        if mirror.config.offline:
+            return _error(504, "Offline", f"{file.path} is not in the store (--offline)")
         mirror.fill_origin[file.etag] = (target.repo, snapshot.commit)
         fill, _ = mirror.fills.join(file)
         if request.http_range.start is not None or request.http_range.stop is not None:
@@ -188,6 +203,10 @@ async def _stream(
     request: web.Request, mirror: Mirror, fill: Fill, headers: dict[str, str]
 ) -> web.StreamResponse:
     size = fill.file.size
+    while fill.readable() == 0 and not fill.done.is_set():  # an error can still be an error
+        await asyncio.sleep(0.005)
+    if fill.error is not None:
+        return _fill_failed(fill.error)
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = size
     await response.prepare(request)
@@ -271,7 +290,13 @@ def _fill_failed(error: BaseException) -> web.Response:
     return _error(500, "InternalError", type(error).__name__)
 
 
-def run(config: ServeConfig, host: str, port: int, access_log: Path | None = None) -> None:
+def run(
+    config: ServeConfig,
+    host: str,
+    port: int,
+    access_log: Path | None = None,
+    seeds: tuple[Path, ...] = (),
+) -> None:
     import logging
     import sys
 
@@ -280,12 +305,22 @@ def run(config: ServeConfig, host: str, port: int, access_log: Path | None = Non
         logger = logging.getLogger("hfpull.access")
         logger.addHandler(logging.FileHandler(access_log))
         logger.setLevel(logging.INFO)
+    app = create_app(config)
+    for cache_dir in seeds:
+        mirror = app[MIRROR]
+        report = seed(mirror.store, mirror.metadata, cache_dir)
+        refused = f"; refused {report.refused} damaged blobs" if report.refused else ""
+        print(
+            f"hfpull serve: seeded {report.blobs} blobs and {report.revisions} revisions "
+            f"from {cache_dir}{refused}",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
     print(
         f"hfpull serve: http://{host}:{port} (upstream {config.settings.endpoint}, "
         f"store {config.settings.cache_dir})",
         file=sys.stderr, flush=True,
     )  # fmt: skip
     web.run_app(
-        create_app(config), host=host, port=port, print=None, access_log=logger,
+        app, host=host, port=port, print=None, access_log=logger,
         handle_signals=True, shutdown_timeout=5.0,
     )  # fmt: skip

@@ -55,6 +55,7 @@ class MetadataCache:
         self._resolve = resolve
         self._fetch_api = fetch_api
         self._negative: dict[str, tuple[float, HfpullError]] = {}
+        self._memory: dict[str, dict[str, Any]] = {}  # what is on disk, parsed once
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -84,6 +85,10 @@ class MetadataCache:
                 raise
             self._save(key, _snapshot_record(snapshot))
             return snapshot, "MISS"
+
+    def remember(self, repo: RepoRef, revision: str, snapshot: Snapshot) -> None:
+        """Keep a snapshot learnt elsewhere (seeding from an HF cache)."""
+        self._save(f"snap/{repo.repo_type}/{repo.repo_id}/{revision}", _snapshot_record(snapshot))
 
     # -- raw API answers ------------------------------------------------------------------
 
@@ -136,18 +141,26 @@ class MetadataCache:
         return self.directory / digest[:2] / f"{digest}.json"
 
     def _load(self, key: str) -> dict[str, Any] | None:
+        record = self._memory.get(key)
+        if record is not None:
+            return record
         try:
             record = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return record if isinstance(record, dict) and record.get("key") == key else None
+        if not (isinstance(record, dict) and record.get("key") == key):
+            return None
+        self._memory[key] = record
+        return record
 
     def _save(self, key: str, record: dict[str, Any]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({**record, "key": key, "saved_at": time.time()}), "utf-8")
+        record = {**record, "key": key, "saved_at": time.time()}
+        tmp.write_text(json.dumps(record), "utf-8")
         os.replace(tmp, path)
+        self._memory[key] = record
 
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -168,3 +181,15 @@ def _snapshot_from(repo: RepoRef, revision: str, saved: dict[str, Any]) -> Snaps
 
 def _answer(saved: dict[str, Any], cache: str) -> Answer:
     return Answer(saved["status"], saved["body"].encode("latin-1"), saved["headers"], cache)
+
+
+def revision_answer(snapshot: Snapshot) -> bytes:
+    """The revision API's answer, made from a snapshot (when upstream cannot be asked)."""
+    siblings: list[dict[str, Any]] = []
+    for f in snapshot.files:
+        item: dict[str, Any] = {"rfilename": f.path, "size": f.size, "blobId": f.blob_id}
+        if f.sha256 is not None:
+            item["lfs"] = {"size": f.size, "sha256": f.sha256}
+        siblings.append(item)
+    info = {"id": snapshot.repo.repo_id, "sha": snapshot.commit, "siblings": siblings}
+    return json.dumps(info).encode()
