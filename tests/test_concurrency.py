@@ -724,3 +724,36 @@ def test_many_rounds(fake_hub: FakeHub, stress_repo: StressRepo, tmp_path: Path)
 def test_sequential_control(fake_hub: FakeHub, stress_repo: StressRepo, tmp_path: Path) -> None:
     """Two runs one after the other pass every check: what fails here is not about sharing."""
     run_rounds([("sequential", 1)], fake_hub, stress_repo, tmp_path)
+
+
+def test_six_processes_share_one_local_dir(
+    fake_hub: FakeHub, stress_repo: StressRepo, tmp_path: Path
+) -> None:
+    """The same protocol guards a plain --local-dir (partials in .cache/huggingface/)."""
+    target, logs = tmp_path / "local", tmp_path / "logs"
+    logs.mkdir()
+    env = cli_env(tmp_path, HF_ENDPOINT=fake_hub.url, **ENV)
+    fake_hub.reset_log()
+    procs = []
+    for i in range(PROCS):
+        out, err = logs / f"get-{i}.out", logs / f"get-{i}.err"
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "hfpull", "get", REPO, "--repo-type", REPO_TYPE,
+                 "--local-dir", str(target), "--quiet"],
+                cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+            )  # fmt: skip
+        procs.append(Proc(f"get-{i}", popen, out, err))
+    try:
+        late = wait_all(procs, ROUND_TIMEOUT)
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert not late, f"still running after {ROUND_TIMEOUT}s: {late}"
+    for proc in procs:
+        assert proc.popen.returncode == 0, f"{proc.name}: {proc.stderr_tail()}"
+    for path, data in stress_repo.files.items():
+        assert (target / path).read_bytes() == data, path
+    assert leftovers(target) == []
+    served = sum(served_by_blob(fake_hub, stress_repo).values())
+    assert served <= 1.25 * stress_repo.total, f"{served} bytes served for {stress_repo.total}"

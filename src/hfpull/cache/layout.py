@@ -160,8 +160,18 @@ class LocalDirLayout:
         self._copy_to(self.target(first), files[1:], commit)
 
     def place_existing(self, files: list[RemoteFile], commit: str) -> None:
-        assert self.cache is not None
-        self._copy_to(self.cache.blob_path(files[0]), files, commit)
+        """Give every path of this blob its copy: from the cache's blob, or (another process
+        published it into this folder meanwhile) from a path that already holds it."""
+        missing = [f for f in files if self.status(f, commit) is not FileStatus.PRESENT]
+        if not missing:
+            return
+        present = [f for f in files if f not in missing]
+        if present:
+            source = self.target(present[0])
+        else:
+            assert self.cache is not None
+            source = self.cache.blob_path(files[0])
+        self._copy_to(source, missing, commit)
 
     def finish(self, snapshot: Snapshot) -> Path:
         ensure_dirs(self.root, self.meta_dir)
