@@ -62,3 +62,10 @@ def hash_file(path: str, file: RemoteFile) -> str:
     finally:
         os.close(fd)
     return hasher.hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file stored in git for an LFS file (the Hub lists its blob id)."""
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hfpull.cache.layout import CacheLayout
 from hfpull.errors import NotFoundError, UnsafeInputError
-from hfpull.hashing import git_blob_sha1
+from hfpull.hashing import git_blob_sha1, lfs_pointer
 from hfpull.models import RemoteFile, Snapshot
 from hfpull.names import COMMIT_RE, SHA256_RE, check_repo_path
 
@@ -43,8 +43,7 @@ def cached_snapshot(cache: CacheLayout, revision: str) -> Snapshot:
 
 def lfs_pointer_blob_id(sha256: str, size: int) -> str:
     """Git blob id of the LFS pointer file, which is what the Hub lists for LFS files."""
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
-    return git_blob_sha1(pointer.encode())
+    return git_blob_sha1(lfs_pointer(sha256, size))
 
 
 def _from_tree_cache(cache: CacheLayout, commit: str) -> list[RemoteFile] | None:
