@@ -2,7 +2,7 @@
 
 A fault is only consumed (``times`` decremented) by a request it actually applies to:
 
-- ``delay``, ``status``, ``html``: any matching request.
+- ``delay``, ``status``, ``html``, ``redirect`` (a 302 to ``location``): any matching request.
 - ``expire``: a hub request answered with an LFS redirect.
 - ``ignore_range``, ``wrong_content_range``, ``wrong_total``: a GET of file content carrying a
   Range header (``wrong_content_range``, ``wrong_total`` only when the answer would be a 206).
@@ -16,7 +16,8 @@ A fault is only consumed (``times`` decremented) by a request it actually applie
   reset/short/stall then ends it before the last chunk). Body faults then apply to the bytes
   actually sent (after compression); framing bytes are not counted as body bytes.
 
-A request answered by ``status``/``html`` gets no further faults (a preceding ``delay`` aside).
+A request answered by ``status``/``html``/``redirect`` gets no further faults (a preceding
+``delay`` aside).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ KINDS = frozenset(
         "html",
         "gzip",
         "chunked",
+        "redirect",
     }
 )
 
@@ -60,6 +62,7 @@ class Fault:
     retry_after: str | None = None
     seconds: float = 0.0
     rate: int = 0
+    location: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

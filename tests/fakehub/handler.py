@@ -53,20 +53,21 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
     def _serve(self) -> None:
-        self._drain_request_body()
+        body = self._drain_request_body()
         hub = self.server.hub
         req = Request(
             server=self.server.role,
             method=self.command,
             raw_path=self.path,
             headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
         )
         applied: list[str] = []
         delay = hub.fault_book.take(req, ("delay",))
         if delay is not None:
             applied.append("delay")
             pause(hub.stopping, delay.seconds)
-        override = hub.fault_book.take(req, ("status", "html"))
+        override = hub.fault_book.take(req, ("status", "html", "redirect"))
         if override is not None:
             applied.append(override.kind)
             self._send(req, _fault_reply(override), applied, faults=False)
@@ -187,25 +188,31 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.close()
             self.connection.close()
 
-    def _drain_request_body(self) -> None:
+    def _drain_request_body(self) -> bytes:
+        """Read the request body; keep its first MiB (a paths-info form), drop the rest."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            return
+            return b""
         length = self.headers.get("Content-Length") or "0"
         if not length.isdigit():
             self.close_connection = True
-            return
-        remaining = int(length)
+            return b""
+        remaining, kept = int(length), bytearray()
         while remaining > 0:
             chunk = self.rfile.read(min(remaining, 1 << 16))
             if not chunk:
                 break
             remaining -= len(chunk)
+            if len(kept) < 1 << 20:
+                kept += chunk
+        return bytes(kept)
 
 
 def _fault_reply(fault: Fault) -> Reply:
     if fault.kind == "html":
         return Reply(200, {"Content-Type": "text/html; charset=utf-8"}, CAPTIVE_PORTAL_HTML)
+    if fault.kind == "redirect":
+        return Reply(302, {"Location": fault.location, "Content-Type": "text/plain"}, b"Found")
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if fault.retry_after is not None:
         headers["Retry-After"] = fault.retry_after

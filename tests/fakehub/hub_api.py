@@ -6,7 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from .replies import Reply, Request, error_reply, json_reply, not_found, text_reply
 from .store import Commit, Entry, Repo
@@ -32,7 +32,10 @@ class HubApi:
 
     def route(self, req: Request, applied: list[str]) -> Reply:
         segs = req.segments
-        if req.method not in ("GET", "HEAD") or segs[:2] == ["api", "agent-harnesses"]:
+        paths_info = req.method == "POST" and len(segs) > 4 and segs[4] == "paths-info"
+        if req.method not in ("GET", "HEAD") and not paths_info:
+            return not_found()
+        if segs[:2] == ["api", "agent-harnesses"]:
             return not_found()
         auth = self._auth(req)
         if isinstance(auth, Reply):
@@ -96,7 +99,7 @@ class HubApi:
         repo_type, rest = PLURALS[segs[0]], segs[1:]
         if not rest or rest == [""]:
             return self._search(req, repo_type, auth)
-        if len(rest) < 2 or (len(rest) > 2 and rest[2] not in ("revision", "tree")):
+        if len(rest) < 2 or (len(rest) > 2 and rest[2] not in ("revision", "tree", "paths-info")):
             return not_found()
         repo_id = f"{unquote(rest[0])}/{unquote(rest[1])}"
         after = req.raw_path[len(f"/api/{segs[0]}/{rest[0]}/{rest[1]}") :]
@@ -113,6 +116,8 @@ class HubApi:
         commit = self._commit(repo, unquote(tail[1]))
         if isinstance(commit, Reply):
             return commit
+        if tail[0] == "paths-info":
+            return self._paths_info(req, commit)
         base = "/".join(unquote(s) for s in tail[2:] if s)
         return self._tree(req, commit, base)
 
@@ -149,6 +154,20 @@ class HubApi:
             headers["Link"] = f'<{next_url}>; rel="next"'
         items = [_tree_item(i, commit) for i in page]
         return json_reply(items, headers=headers)
+
+    def _paths_info(self, req: Request, commit: Commit) -> Reply:
+        if req.method != "POST":
+            return error_reply(405, "MethodNotAllowed", "paths-info takes a POST form")
+        form = parse_qs(req.body.decode("utf-8", "replace"))
+        wanted = form.get("paths", [])
+        items: list[dict[str, object]] = []
+        for path in dict.fromkeys(p.strip("/") for p in wanted):
+            entry = commit.files.get(path)
+            if entry is not None:
+                items.append(_tree_item(entry, commit))
+            elif any(name.startswith(path + "/") for name in commit.files):
+                items.append(_tree_item(path, commit))
+        return json_reply(items, headers={"X-Repo-Commit": commit.sha})
 
     def _search(self, req: Request, repo_type: str, auth: Auth) -> Reply:
         needle = req.query.get("search", "").lower()

@@ -22,6 +22,7 @@ class Request:
     method: str
     raw_path: str
     headers: dict[str, str]
+    body: bytes = b""
 
     @property
     def path(self) -> str:

@@ -142,6 +142,7 @@ class HubClient:
                         trusted_origin=source.origin,
                         stream=True,
                         timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                        same_origin=True,  # API answers never move hosts
                     )
                 except requests.RequestException as exc:
                     last_problem = f"{source.host}: {describe_transport_error(exc)}"

@@ -128,12 +128,16 @@ def request_following_redirects(
     headers: dict[str, str] | None = None,
     stream: bool = False,
     timeout: tuple[float, float] = (10.0, 30.0),
+    data: bytes | None = None,
+    same_origin: bool = False,
 ) -> requests.Response:
     """Send a request and follow redirects by hand.
 
     The token is attached only while the URL is on ``trusted_origin`` (the source the user
     named). Redirects from https to http are refused. The returned response's ``url`` is the
-    final URL, which callers may reuse for further Range requests.
+    final URL, which callers may reuse for further Range requests. With ``same_origin``, a
+    redirect off ``trusted_origin`` is refused (API answers never move hosts; only file
+    downloads go to a CDN).
     """
     current = url
     for _hop in range(MAX_REDIRECTS + 1):
@@ -147,6 +151,7 @@ def request_following_redirects(
             stream=stream,
             allow_redirects=False,
             timeout=timeout,
+            data=data,
         )
         if response.status_code not in (301, 302, 303, 307, 308):
             return response
@@ -160,6 +165,8 @@ def request_following_redirects(
                 f"{host_of(current)} redirected from https to plain http; refused",
                 hint="check the endpoint or mirror URL",
             )
+        if same_origin and origin(target) != trusted_origin:
+            raise NetworkError(f"{host_of(current)} redirected to another host; refused")
         current = target
     raise NetworkError(f"too many redirects starting at {host_of(url)}")
 
