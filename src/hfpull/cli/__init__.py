@@ -342,15 +342,25 @@ def serve(
     upstream: Annotated[
         str | None,
         typer.Option(
-            "--upstream", help="Hub to mirror (default: HF_ENDPOINT, else huggingface.co)."
+            "--upstream",
+            envvar="HFPULL_SERVE_UPSTREAM",
+            help="Hub to mirror (default: HF_ENDPOINT, else huggingface.co).",
         ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option("--cache-dir", help="The mirror's store (default: HF_HOME/hfpull-serve)."),
+        typer.Option(
+            "--cache-dir",
+            envvar="HFPULL_SERVE_CACHE_DIR",
+            help="The mirror's store (default: HF_HOME/hfpull-serve).",
+        ),
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8090,
+    host: Annotated[
+        str, typer.Option("--host", envvar="HFPULL_SERVE_HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", envvar="HFPULL_SERVE_PORT", min=1, max=65535)
+    ] = 8090,
     upstream_token: Annotated[
         str | None,
         typer.Option(
@@ -360,11 +370,25 @@ def serve(
         ),
     ] = None,
     metadata_ttl: Annotated[
-        float, typer.Option("--metadata-ttl", min=0, help="Seconds a branch's file list is reused.")
+        float,
+        typer.Option(
+            "--metadata-ttl",
+            envvar="HFPULL_SERVE_METADATA_TTL",
+            min=0,
+            help="Seconds a branch's file list is reused.",
+        ),
     ] = 600.0,
-    offline: Annotated[bool, typer.Option("--offline", help="Never contact upstream.")] = False,
+    offline: Annotated[
+        bool,
+        typer.Option("--offline", envvar="HFPULL_SERVE_OFFLINE", help="Never contact upstream."),
+    ] = False,
     access_log: Annotated[
-        Path | None, typer.Option("--access-log", help="Access log file.")
+        Path | None,
+        typer.Option(
+            "--access-log",
+            envvar="HFPULL_SERVE_ACCESS_LOG",
+            help="Write one JSON line per request to FILE.",
+        ),
     ] = None,
     seed: Annotated[
         list[Path] | None,

@@ -9,6 +9,7 @@ loop only moves bytes, so a slow client never holds anything up.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import Callable
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from functools import partial as bind
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from hfpull.blobstore import BlobStore
 from hfpull.blobstore.local import LocalBlobStore
@@ -31,11 +34,18 @@ from hfpull.errors import (
     NotFoundError,
     RepoNotFoundError,
     RevisionNotFoundError,
+    UnsafeInputError,
 )
 from hfpull.models import RemoteFile, RepoRef
-from hfpull.names import COMMIT_RE
+from hfpull.names import COMMIT_RE, check_repo_path
 from hfpull.serve.fill import Fill, Fills
-from hfpull.serve.metadata import Answer, MetadataCache, Offline, revision_answer
+from hfpull.serve.metadata import (
+    Answer,
+    MetadataCache,
+    Offline,
+    paths_info_answer,
+    revision_answer,
+)
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
 from hfpull.serve.upstream import Upstream
@@ -110,10 +120,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return _error(400, "BadRequest", str(exc))
     if target is None:
         return _error(404, "EntryNotFound", "no such route on this mirror")
-    if request.method not in ("GET", "HEAD"):
+    request["hfpull_target"] = {
+        "repo": target.repo.repo_id,
+        "revision": target.revision,
+        "path": target.path if isinstance(target, Resolve) else target.rest or None,
+    }
+    allowed = ("POST",) if isinstance(target, Api) and target.rest == "paths-info" else ()
+    if request.method not in ("GET", "HEAD", *allowed):
         return _error(405, "MethodNotAllowed", f"{request.method} is not served")
     revalidate = "no-cache" in request.headers.get("Cache-Control", "")
     try:
+        if isinstance(target, Api) and target.rest == "paths-info":
+            return await _paths_info(request, mirror, target, revalidate)
         if isinstance(target, Api):
             return await _api(request, mirror, target, revalidate)
         return await _resolve(request, mirror, target, revalidate)
@@ -137,6 +155,12 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
         answer = Answer(
             200, revision_answer(snapshot), {"Content-Type": "application/json"}, "STALE"
         )
+    if answer.cache == "MISS" and answer.status == 200 and target.rest in ("", "revision"):
+        commit = _commit_of(answer.body)
+        if commit is not None:
+            await mirror.blocking(
+                mirror.metadata.remember_commit, target.repo, target.revision or "main", commit
+            )
     headers = dict(answer.headers)
     if "Link" in headers:  # pagination must come back to the mirror, not go to upstream
         ours = f"{request.scheme}://{request.host}"
@@ -146,6 +170,45 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
     content_type = headers.pop("Content-Type", "application/json").split(";")[0]
     return web.Response(
         status=answer.status, body=answer.body, headers=headers, content_type=content_type
+    )
+
+
+def _commit_of(body: bytes) -> str | None:
+    try:
+        sha = json.loads(body).get("sha")
+    except (ValueError, AttributeError):
+        return None
+    return sha if isinstance(sha, str) and COMMIT_RE.fullmatch(sha) else None
+
+
+async def _paths_info(
+    request: web.Request, mirror: Mirror, target: Api, revalidate: bool
+) -> web.Response:
+    """POST paths-info: asked upstream (and cached by its exact question); answered from the
+    snapshot when upstream cannot be asked."""
+    assert target.revision is not None
+    if request.method != "POST":
+        return _error(405, "MethodNotAllowed", "paths-info takes a POST")
+    body = await request.read()  # client_max_size bounds it
+    fields = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    paths = [check_repo_path(v) for k, v in fields if k == "paths"]
+    expand = any(k == "expand" and v.lower() in ("1", "true") for k, v in fields)
+    form = urlencode([("paths", p) for p in paths] + ([("expand", "True")] if expand else []))
+    try:
+        answer = await mirror.blocking(
+            mirror.metadata.api, request.raw_path, target.revision, revalidate, form.encode()
+        )
+    except NetworkError:
+        snapshot, _ = await mirror.blocking(
+            mirror.metadata.snapshot, target.repo, target.revision, False
+        )
+        info = paths_info_answer(snapshot, paths)
+        answer = Answer(200, info, {"Content-Type": "application/json"}, "STALE")
+    headers = {k: v for k, v in answer.headers.items() if k != "Content-Type"}
+    headers["X-Cache"] = answer.cache
+    headers["Cache-Control"] = _cache_control(target.revision, mirror)
+    return web.Response(
+        status=answer.status, body=answer.body, headers=headers, content_type="application/json"
     )
 
 
@@ -170,6 +233,13 @@ async def _resolve(
         "Content-Type": "application/octet-stream",
     }
     request["hfpull_etag"] = file.etag
+    if _matches(request.headers.get("If-None-Match"), file.etag):
+        return web.Response(status=304, headers=headers)
+    # If-Range names our ETag or the range is not applied (a date cannot be checked: our
+    # answers have no meaningful Last-Modified), so a stale range is never stitched on.
+    if_range = request.headers.get("If-Range")
+    ranged = request.http_range.start is not None or request.http_range.stop is not None
+    ranged = ranged and (if_range is None or if_range.strip() == f'"{file.etag}"')
     if request.method == "HEAD":
         head = web.StreamResponse(status=200, headers=headers)
         head.content_length = file.size
@@ -180,7 +250,7 @@ async def _resolve(
             return _error(504, "Offline", f"{file.path} is not in the store (--offline)")
         mirror.fill_origin[file.etag] = (target.repo, snapshot.commit)
         fill, _ = mirror.fills.join(file)
-        if request.http_range.start is not None or request.http_range.stop is not None:
+        if ranged:
             # Never answer a range of an unverified blob: the client could stitch it into a
             # complete-looking file. Wait for the fill to verify, then serve from the store.
             await _wait(fill)
@@ -191,7 +261,37 @@ async def _resolve(
     path = mirror.store.local_path(file.etag)
     if path is None:
         return _error(502, "StoreError", "the blob vanished from the store")
-    return web.FileResponse(path, headers=headers)
+    # FileResponse judges conditions against its own mtime ETag; they were judged above on
+    # ours, so it gets the request without them (and without a Range that does not apply).
+    plain = {k: v for k, v in request.headers.items() if k.lower() not in _CONDITIONS}
+    if ranged:
+        plain["Range"] = request.headers["Range"]
+    return _FileAnswer(path, request.clone(headers=plain), headers=headers)
+
+
+class _FileAnswer(web.FileResponse):
+    """A sendfile answer prepared against a copy of the request without conditions."""
+
+    def __init__(self, path: Path, plain: web.BaseRequest, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._plain = plain
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # aiohttp prepares a returned response again; once is enough
+            return self._payload_writer
+        return await super().prepare(self._plain)
+
+
+_CONDITIONS = frozenset(
+    ("if-none-match", "if-match", "if-modified-since", "if-unmodified-since", "if-range", "range")
+)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or f'"{etag}"' in tags
 
 
 async def _wait(fill: Fill) -> None:
@@ -275,6 +375,8 @@ def _hub_error(exc: HfpullError) -> web.Response:
         return _error(404, "RepoNotFound", str(exc))
     if isinstance(exc, GatedRepoError):
         return _error(403, "GatedRepo", str(exc))
+    if isinstance(exc, UnsafeInputError):
+        return _error(400, "BadRequest", str(exc))
     if isinstance(exc, Offline):
         return _error(504, "Offline", str(exc))
     if isinstance(exc, NetworkError):
@@ -297,14 +399,10 @@ def run(
     access_log: Path | None = None,
     seeds: tuple[Path, ...] = (),
 ) -> None:
-    import logging
     import sys
 
-    logger = None
-    if access_log is not None:
-        logger = logging.getLogger("hfpull.access")
-        logger.addHandler(logging.FileHandler(access_log))
-        logger.setLevel(logging.INFO)
+    from hfpull.serve.access_log import JsonAccessLogger, file_logger
+
     app = create_app(config)
     for cache_dir in seeds:
         mirror = app[MIRROR]
@@ -321,6 +419,8 @@ def run(
         file=sys.stderr, flush=True,
     )  # fmt: skip
     web.run_app(
-        app, host=host, port=port, print=None, access_log=logger,
-        handle_signals=True, shutdown_timeout=5.0,
+        app, host=host, port=port, print=None,
+        access_log=file_logger(access_log) if access_log is not None else None,
+        access_log_class=JsonAccessLogger,
+        handle_signals=True, shutdown_timeout=30.0,
     )  # fmt: skip

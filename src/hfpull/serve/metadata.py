@@ -11,21 +11,26 @@ served and marked STALE. Not-found answers are kept for a short while.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hfpull.errors import HfpullError, NetworkError, NotFoundError
+from hfpull.hashing import lfs_pointer
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE
 
 NEGATIVE_TTL = 30.0
+MEMORY_RECORDS = 4096  # parsed answers kept in memory (the rest are re-read from disk)
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class MetadataCache:
         ttl: float,
         offline: bool,
         resolve: Callable[[RepoRef, str], Snapshot],
-        fetch_api: Callable[[str], tuple[int, bytes, dict[str, str]]],
+        fetch_api: Callable[[str, bytes | None], tuple[int, bytes, dict[str, str]]],
     ) -> None:
         self.directory = directory
         self.ttl = ttl
@@ -55,8 +60,9 @@ class MetadataCache:
         self._resolve = resolve
         self._fetch_api = fetch_api
         self._negative: dict[str, tuple[float, HfpullError]] = {}
-        self._memory: dict[str, dict[str, Any]] = {}  # what is on disk, parsed once
-        self._locks: dict[str, threading.Lock] = {}
+        # what is on disk, parsed once; bounded, so a crawler cannot grow the heap forever
+        self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._locks: dict[str, list[Any]] = {}  # key -> [lock, users]; dropped when unused
         self._guard = threading.Lock()
 
     # -- snapshots for resolve requests ---------------------------------------------------
@@ -72,19 +78,45 @@ class MetadataCache:
             if self.offline:
                 if saved is not None:
                     return _snapshot_from(repo, revision, saved), "HIT"
-                raise Offline(f"{repo.repo_id}@{revision} is not cached and the mirror is offline")
-            self._raise_negative(key)
-            try:
-                snapshot = self._resolve(repo, revision)
-            except NotFoundError as error:
-                self._negative[key] = (time.monotonic() + NEGATIVE_TTL, error)
-                raise
-            except NetworkError:
-                if saved is not None:
-                    return _snapshot_from(repo, revision, saved), "STALE"
-                raise
-            self._save(key, _snapshot_record(snapshot))
-            return snapshot, "MISS"
+                known = self._known_commit(repo, revision)
+                if known is None:
+                    raise Offline(
+                        f"{repo.repo_id}@{revision} is not cached and the mirror is offline"
+                    )
+            else:
+                self._raise_negative(key)
+                try:
+                    snapshot = self._resolve(repo, revision)
+                except NotFoundError as error:
+                    self._remember_negative(key, error)
+                    raise
+                except NetworkError:
+                    if saved is not None:
+                        return _snapshot_from(repo, revision, saved), "STALE"
+                    known = self._known_commit(repo, revision)
+                    if known is None:
+                        raise
+                else:
+                    self._save(key, _snapshot_record(snapshot))
+                    return snapshot, "MISS"
+        # upstream cannot be asked, but a client resolved this branch through us to a
+        # commit whose files we know (snapshot_download asks by branch, fetches by commit)
+        snapshot, _ = self.snapshot(repo, known)
+        return dataclasses.replace(snapshot, revision=revision), "STALE"
+
+    def remember_commit(self, repo: RepoRef, revision: str, commit: str) -> None:
+        """Note which commit a branch named when upstream last answered for it."""
+        if revision != commit and COMMIT_RE.fullmatch(commit):
+            self._save(f"ref/{repo.repo_type}/{repo.repo_id}/{revision}", {"commit": commit})
+
+    def _known_commit(self, repo: RepoRef, revision: str) -> str | None:
+        record = self._load(f"ref/{repo.repo_type}/{repo.repo_id}/{revision}")
+        commit = record.get("commit") if record is not None else None
+        if not isinstance(commit, str) or not COMMIT_RE.fullmatch(commit):
+            return None
+        if self._load(f"snap/{repo.repo_type}/{repo.repo_id}/{commit}") is None:
+            return None
+        return commit
 
     def remember(self, repo: RepoRef, revision: str, snapshot: Snapshot) -> None:
         """Keep a snapshot learnt elsewhere (seeding from an HF cache)."""
@@ -92,8 +124,15 @@ class MetadataCache:
 
     # -- raw API answers ------------------------------------------------------------------
 
-    def api(self, path_qs: str, revision: str | None, revalidate: bool = False) -> Answer:
-        key = "api/" + path_qs
+    def api(
+        self,
+        path_qs: str,
+        revision: str | None,
+        revalidate: bool = False,
+        form: bytes | None = None,
+    ) -> Answer:
+        """An API answer; ``form`` is a POST body (paths-info), part of the cache key."""
+        key = "api/" + path_qs + ("" if form is None else "\n" + form.decode("latin-1"))
         with self._lock(key):
             saved = self._load(key)
             if saved is not None and self._fresh(revision, saved, revalidate):
@@ -103,7 +142,7 @@ class MetadataCache:
                     return _answer(saved, "HIT")
                 raise Offline(f"{path_qs} is not cached and the mirror is offline")
             try:
-                status, body, headers = self._fetch_api(path_qs)
+                status, body, headers = self._fetch_api(path_qs, form)
             except NetworkError:
                 if saved is not None:
                     return _answer(saved, "STALE")
@@ -129,28 +168,39 @@ class MetadataCache:
             return True  # a commit's answer never changes
         return not revalidate and time.time() - saved["saved_at"] < self.ttl
 
+    def _remember_negative(self, key: str, error: HfpullError) -> None:
+        with self._guard:
+            self._negative.pop(key, None)
+            self._negative[key] = (time.monotonic() + NEGATIVE_TTL, error)
+            while len(self._negative) > MEMORY_RECORDS:  # the oldest go first
+                del self._negative[next(iter(self._negative))]
+
     def _raise_negative(self, key: str) -> None:
-        hit = self._negative.get(key)
+        with self._guard:
+            hit = self._negative.get(key)
+            if hit is not None and time.monotonic() >= hit[0]:
+                del self._negative[key]
+                hit = None
         if hit is not None:
-            if time.monotonic() < hit[0]:
-                raise hit[1]
-            del self._negative[key]
+            raise hit[1]
 
     def _path(self, key: str) -> Path:
         digest = hashlib.sha256(key.encode()).hexdigest()
         return self.directory / digest[:2] / f"{digest}.json"
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        record = self._memory.get(key)
-        if record is not None:
-            return record
+        with self._guard:
+            record = self._memory.get(key)
+            if record is not None:
+                self._memory.move_to_end(key)
+                return record
         try:
             record = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         if not (isinstance(record, dict) and record.get("key") == key):
             return None
-        self._memory[key] = record
+        self._remember(key, record)
         return record
 
     def _save(self, key: str, record: dict[str, Any]) -> None:
@@ -160,11 +210,29 @@ class MetadataCache:
         record = {**record, "key": key, "saved_at": time.time()}
         tmp.write_text(json.dumps(record), "utf-8")
         os.replace(tmp, path)
-        self._memory[key] = record
+        self._remember(key, record)
 
-    def _lock(self, key: str) -> threading.Lock:
+    def _remember(self, key: str, record: dict[str, Any]) -> None:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            self._memory[key] = record
+            self._memory.move_to_end(key)
+            while len(self._memory) > MEMORY_RECORDS:
+                self._memory.popitem(last=False)
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        """One upstream question per key at a time (single flight for metadata)."""
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
 
 
 def _snapshot_record(snapshot: Snapshot) -> dict[str, Any]:
@@ -193,3 +261,54 @@ def revision_answer(snapshot: Snapshot) -> bytes:
         siblings.append(item)
     info = {"id": snapshot.repo.repo_id, "sha": snapshot.commit, "siblings": siblings}
     return json.dumps(info).encode()
+
+
+def paths_info_answer(snapshot: Snapshot, paths: list[str]) -> bytes:
+    """The paths-info API's answer for ``paths``, made from a snapshot: files and the
+    directories they sit in (with git tree ids); paths the snapshot lacks are left out, as
+    the Hub leaves them out."""
+    files = {f.path: f for f in snapshot.files}
+    trees = _tree_ids(snapshot)
+    answer: list[dict[str, Any]] = []
+    for path in dict.fromkeys(p.strip("/") for p in paths):
+        file = files.get(path)
+        if file is not None:
+            item: dict[str, Any] = {
+                "type": "file", "oid": file.blob_id, "size": file.size, "path": path,
+            }  # fmt: skip
+            if file.sha256 is not None:
+                item["lfs"] = {
+                    "oid": file.sha256, "size": file.size,
+                    "pointerSize": len(lfs_pointer(file.sha256, file.size)),
+                }  # fmt: skip
+            answer.append(item)
+        elif path in trees:
+            answer.append({"type": "directory", "oid": trees[path], "size": 0, "path": path})
+    return json.dumps(answer).encode()
+
+
+def _tree_ids(snapshot: Snapshot) -> dict[str, str]:
+    """Git tree object ids of every directory of a snapshot ("" is the root)."""
+    children: dict[str, dict[str, tuple[bool, str]]] = {"": {}}
+    for f in snapshot.files:
+        parts = f.path.split("/")
+        for depth in range(1, len(parts)):
+            children.setdefault("/".join(parts[:depth]), {})
+    for f in snapshot.files:
+        parent, _, name = f.path.rpartition("/")
+        children[parent][name] = (False, f.blob_id)
+    ids: dict[str, str] = {}
+    for directory in sorted(children, key=lambda d: d.count("/") + (d != ""), reverse=True):
+        entries = children[directory]
+        # git orders entries by name, a directory's name compared as if it ended in "/"
+        body = b"".join(
+            (b"40000 " if is_tree else b"100644 ") + name.encode() + b"\0" + bytes.fromhex(oid)
+            for name, (is_tree, oid) in sorted(
+                entries.items(), key=lambda e: e[0].encode() + (b"/" if e[1][0] else b"")
+            )
+        )
+        ids[directory] = hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()  # noqa: S324
+        if directory:
+            parent, _, name = directory.rpartition("/")
+            children[parent][name] = (True, ids[directory])
+    return ids

@@ -86,6 +86,8 @@ def _api(parts: list[str]) -> Api | None:
         if tail:
             check_repo_path(tail)
         return Api(repo, revision, rest[0] + ("/" + tail if tail else ""))
+    if rest[0] == "paths-info" and len(rest) == 2:  # POST, paths in the form body
+        return Api(repo, validate_revision(unquote(rest[1])), "paths-info")
     if rest[0] == "refs" and len(rest) == 1:
         return Api(repo, None, "refs")
     return None

@@ -28,6 +28,7 @@ from hfpull.hub.sources import RetryPolicy, SourcePool
 from hfpull.models import FileStatus, RemoteFile, RepoRef, Snapshot
 from hfpull.settings import Settings
 
+FORM = "application/x-www-form-urlencoded"
 KEPT_HEADERS = ("Content-Type", "Link", "X-Error-Code", "X-Error-Message", "X-Repo-Commit")
 
 
@@ -43,16 +44,20 @@ class Upstream:
     def resolve(self, repo: RepoRef, revision: str) -> Snapshot:
         return self.hub.resolve(repo, revision)
 
-    def api(self, path_qs: str) -> tuple[int, bytes, dict[str, str]]:
-        """One API GET, answered as upstream answered it (minus Xet, plus our Link base)."""
+    def api(self, path_qs: str, form: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """One API GET (or a POST of ``form``, for paths-info), answered as upstream answered
+        it, minus Xet fields. Redirects (renamed repos) are followed on upstream only."""
         try:
             response = request_following_redirects(
                 thread_session(),
-                "GET",
+                "GET" if form is None else "POST",
                 self.base + path_qs,
                 token=self.settings.token,
                 trusted_origin=origin(self.base),
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                headers=None if form is None else {"Content-Type": FORM},
+                data=form,
+                same_origin=True,
             )
             body = response.content
         except requests.RequestException as exc:
