@@ -347,3 +347,22 @@ def test_sigterm_lets_an_in_flight_download_finish_then_exits_zero(
         client.join(60)
         assert got.get("body") == data, got.get("error")
         assert procs[0].wait(30) == 0
+
+
+def test_after_snapshot_download_the_branch_still_resolves_with_upstream_gone(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    files = model_files()
+    fake_hub.add_repo("org/model", files)
+    # snapshot_download asks the branch's commit, then fetches every file by commit
+    run_python("from huggingface_hub import snapshot_download; snapshot_download('org/model')",
+               _client_env(tmp_path, mirror, "first"))  # fmt: skip
+    fake_hub.stop()
+    out = run_python(
+        """
+        from huggingface_hub import hf_hub_download
+        print(hf_hub_download("org/model", "model.safetensors"))
+        """,
+        _client_env(tmp_path, mirror, "second"),
+    )
+    assert Path(out).read_bytes() == files["model.safetensors"]
