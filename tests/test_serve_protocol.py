@@ -366,3 +366,60 @@ def test_after_snapshot_download_the_branch_still_resolves_with_upstream_gone(
         _client_env(tmp_path, mirror, "second"),
     )
     assert Path(out).read_bytes() == files["model.safetensors"]
+
+
+def test_xet_is_never_advertised_through_the_mirror(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    fake_hub.xet = True  # the Hub advertises Xet storage for LFS files
+    data = os.urandom(200_000)
+    fake_hub.add_repo("org/x", {"w.safetensors": data, "config.json": b"{}"})
+    code = """
+        from huggingface_hub import hf_hub_download
+        print(hf_hub_download("org/x", "w.safetensors"))
+        """
+    env = {k: v for k, v in _client_env(tmp_path, fake_hub.url, "direct").items()
+           if k != "HF_HUB_DISABLE_XET"}  # fmt: skip
+    direct = subprocess.run([sys.executable, "-c", code.replace("\n        ", "\n")], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert direct.returncode != 0  # the lure works: a client told of Xet leaves the HTTP path
+    assert any("xet" in r.path for r in fake_hub.requests)
+    fake_hub.reset_log()
+    env = {k: v for k, v in _client_env(tmp_path, mirror, "mirror").items()
+           if k != "HF_HUB_DISABLE_XET"}  # fmt: skip
+    assert Path(run_python(code, env)).read_bytes() == data
+    assert not any("xet" in r.path for r in fake_hub.requests)
+    for path in ("/api/models/org/x/revision/main?blobs=true", "/api/models/org/x/tree/main"):
+        answer = requests.get(f"{mirror}{path}", timeout=30)
+        assert answer.ok and "w.safetensors" in answer.text and "xet" not in answer.text.lower()
+    head = requests.head(f"{mirror}/org/x/resolve/main/w.safetensors", timeout=30)
+    assert not any("xet" in f"{k}: {v}".lower() for k, v in head.headers.items())
+
+
+def test_refs_and_a_paginated_tree_through_the_mirror(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    files = {f"dir{n % 3}/file{n}.txt": f"{n}".encode() for n in range(9)}
+    commit = fake_hub.add_repo("org/t", files)
+    pr = fake_hub.add_repo("org/t", {"only.txt": b"pr"}, branch="refs/pr/1")
+    fake_hub.page_size = 4
+    page = requests.get(f"{mirror}/api/models/org/t/tree/main?recursive=true", timeout=30)
+    assert page.ok and page.headers["Link"].startswith(f"<{mirror}/api/models/org/t/tree/main")
+    out = run_python(
+        """
+        import json
+        from huggingface_hub import HfApi
+        api = HfApi()
+        tree = sorted(f.path for f in api.list_repo_tree("org/t", recursive=True)
+                      if type(f).__name__ == "RepoFile")
+        refs = api.list_repo_refs("org/t", include_pull_requests=True)
+        print(json.dumps({"tree": tree,
+                          "branches": [[b.name, b.target_commit] for b in refs.branches],
+                          "prs": [[p.ref, p.target_commit] for p in refs.pull_requests]}))
+        """,
+        _client_env(tmp_path, mirror, "refs"),
+    )
+    seen = json.loads(out)
+    assert seen["tree"] == sorted(files)
+    assert seen["branches"] == [["main", commit]]
+    assert seen["prs"] == [["refs/pr/1", pr]]

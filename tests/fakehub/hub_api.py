@@ -99,7 +99,9 @@ class HubApi:
         repo_type, rest = PLURALS[segs[0]], segs[1:]
         if not rest or rest == [""]:
             return self._search(req, repo_type, auth)
-        if len(rest) < 2 or (len(rest) > 2 and rest[2] not in ("revision", "tree", "paths-info")):
+        if len(rest) < 2 or (
+            len(rest) > 2 and rest[2] not in ("revision", "tree", "paths-info", "refs")
+        ):
             return not_found()
         repo_id = f"{unquote(rest[0])}/{unquote(rest[1])}"
         after = req.raw_path[len(f"/api/{segs[0]}/{rest[0]}/{rest[1]}") :]
@@ -107,6 +109,8 @@ class HubApi:
         if isinstance(repo, Reply):
             return repo
         tail = rest[2:]
+        if tail == ["refs"]:
+            return self._refs(req, repo)
         if not tail or tail[0] == "revision":
             rev = unquote("/".join(tail[1:])) if len(tail) > 1 else "main"
             commit = self._commit(repo, rev)
@@ -123,7 +127,7 @@ class HubApi:
 
     def _info(self, req: Request, repo: Repo, commit: Commit) -> Reply:
         blobs = req.query.get("blobs") in TRUE
-        siblings = [_sibling(e, blobs) for e in commit.files.values()]
+        siblings = [_sibling(e, blobs, self.hub.xet) for e in commit.files.values()]
         if self.hub.siblings_limit is not None:
             siblings = siblings[: self.hub.siblings_limit]
         info = _summary(repo, commit)
@@ -152,8 +156,25 @@ class HubApi:
             params.append(("cursor", str(offset + size)))
             next_url = f"{self.hub.url}{req.path}?{urlencode(params)}"
             headers["Link"] = f'<{next_url}>; rel="next"'
-        items = [_tree_item(i, commit) for i in page]
+        items = [_tree_item(i, commit, self.hub.xet) for i in page]
         return json_reply(items, headers=headers)
+
+    def _refs(self, req: Request, repo: Repo) -> Reply:
+        def ref(name: str, sha: str) -> dict[str, str]:
+            full = name if name.startswith("refs/") else f"refs/heads/{name}"
+            return {"name": name, "ref": full, "targetCommit": sha}
+
+        refs = self.store.refs(repo)
+        answer: dict[str, object] = {
+            "branches": [ref(n, s) for n, s in refs.items() if not n.startswith("refs/")],
+            "converts": [],
+            "tags": [],
+        }
+        if req.query.get("include_prs") in TRUE:
+            answer["pullRequests"] = [
+                ref(n, s) for n, s in refs.items() if n.startswith("refs/pr/")
+            ]
+        return json_reply(answer)
 
     def _paths_info(self, req: Request, commit: Commit) -> Reply:
         if req.method != "POST":
@@ -164,7 +185,7 @@ class HubApi:
         for path in dict.fromkeys(p.strip("/") for p in wanted):
             entry = commit.files.get(path)
             if entry is not None:
-                items.append(_tree_item(entry, commit))
+                items.append(_tree_item(entry, commit, self.hub.xet))
             elif any(name.startswith(path + "/") for name in commit.files):
                 items.append(_tree_item(path, commit))
         return json_reply(items, headers={"X-Repo-Commit": commit.sha})
@@ -239,6 +260,10 @@ class HubApi:
                 "ETag": f'"{entry.oid}"',
             }
         )
+        if self.hub.xet:
+            token_route = f"{self.hub.url}/api/models/xet-read-token/{commit.sha}"
+            reply.headers["X-Xet-Hash"] = _xet_hash(entry)
+            reply.headers["Link"] = f'<{token_route}>; rel="xet-auth"'
         return reply
 
 
@@ -259,7 +284,11 @@ def _summary(repo: Repo, commit: Commit | None) -> dict[str, object]:
     }
 
 
-def _sibling(entry: Entry, blobs: bool) -> dict[str, object]:
+def _xet_hash(entry: Entry) -> str:
+    return hashlib.sha256(b"xet:" + entry.blob.sha256.encode()).hexdigest()
+
+
+def _sibling(entry: Entry, blobs: bool, xet: bool = False) -> dict[str, object]:
     item: dict[str, object] = {"rfilename": entry.path}
     if blobs:
         item.update(size=entry.blob.size, blobId=entry.oid)
@@ -269,10 +298,12 @@ def _sibling(entry: Entry, blobs: bool) -> dict[str, object]:
                 "sha256": entry.blob.sha256,
                 "pointerSize": entry.pointer_size,
             }
+            if xet:
+                item["xetHash"] = _xet_hash(entry)
     return item
 
 
-def _tree_item(item: Entry | str, commit: Commit) -> dict[str, object]:
+def _tree_item(item: Entry | str, commit: Commit, xet: bool = False) -> dict[str, object]:
     if isinstance(item, str):
         oid = hashlib.sha1(f"tree {commit.sha}:{item}".encode()).hexdigest()
         return {"type": "directory", "oid": oid, "path": item}
@@ -288,4 +319,6 @@ def _tree_item(item: Entry | str, commit: Commit) -> dict[str, object]:
             "size": item.blob.size,
             "pointerSize": item.pointer_size,
         }
+        if xet:
+            out["xetHash"] = _xet_hash(item)
     return out

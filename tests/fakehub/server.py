@@ -93,7 +93,9 @@ class FakeHub:
     """A fake Hugging Face Hub (plus a separate-origin CDN) on 127.0.0.1 ephemeral ports.
 
     Knobs (plain attributes, change them any time): ``tokens`` (token -> gated/private repo ids
-    it may access), ``page_size`` (tree pagination), ``siblings_limit``, ``cdn_url_ttl``
+    it may access), ``page_size`` (tree pagination), ``siblings_limit``, ``cdn_url_ttl``,
+    ``xet`` (advertise Xet storage for LFS files, as the real Hub does: ``xetHash`` fields,
+    ``X-Xet-Hash`` and a ``Link rel="xet-auth"`` on resolve; the Xet routes themselves 404)
     (seconds), ``throttle_rate`` (bytes/s per response for file content, 0 = off) and
     ``faults`` (see faults.py for which requests consume which kind).
 
@@ -112,6 +114,7 @@ class FakeHub:
         self.tokens: dict[str, set[str]] = {}
         self.page_size = 1000
         self.siblings_limit: int | None = None
+        self.xet = False
         self.cdn_url_ttl: float = 3600
         self.throttle_rate = 0
         self.faults: list[Fault] = []

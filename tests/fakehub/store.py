@@ -196,6 +196,11 @@ class Store:
                 key=lambda r: r.repo_id,
             )
 
+    def refs(self, repo: Repo) -> dict[str, str]:
+        """Branch and ref names -> commit sha, a copy."""
+        with self._lock:
+            return dict(repo.refs)
+
     def head(self, repo: Repo, branch: str = "main") -> Commit | None:
         return self.resolve(repo, branch)
 
