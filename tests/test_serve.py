@@ -114,11 +114,50 @@ def test_a_range_on_a_cold_blob_waits_for_verified_bytes(
     head = requests.head(url, timeout=10)
     assert head.headers["ETag"] == f'"{hashlib.sha256(data).hexdigest()}"'
     assert head.headers["Content-Length"] == str(len(data)) and "X-Repo-Commit" in head.headers
+    beyond = requests.get(url, headers={"Range": f"bytes={len(data) + 5}-"}, timeout=10)
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(data)}"
     part = requests.get(url, headers={"Range": "bytes=100-"}, timeout=60)
     assert part.status_code == 206 and part.content == data[100:]
     assert part.headers["ETag"] == head.headers["ETag"]
-    beyond = requests.get(url, headers={"Range": f"bytes={len(data) + 5}-"}, timeout=10)
-    assert beyond.status_code == 416
+    assert part.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
+
+
+def test_a_range_on_a_filling_blob_streams_and_ends_only_once_the_blob_verified(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(8 * MiB)
+    fake_hub.add_repo("org/r", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("throttle", match="/cdn/", rate=512 * 1024))
+    url = f"{mirror}/org/r/resolve/main/w.safetensors"
+    body = bytearray()
+    filling_at_first_byte = None
+    with requests.get(url, headers={"Range": "bytes=1000-1048575"}, stream=True,
+                      timeout=60) as response:  # fmt: skip
+        assert response.status_code == 206
+        for chunk in response.iter_content(1 << 14):
+            if filling_at_first_byte is None:
+                filling_at_first_byte = requests.get(mirror + "/healthz", timeout=5).json()
+            body += chunk
+    assert bytes(body) == data[1000:1048576]
+    assert filling_at_first_byte is not None and filling_at_first_byte["filling"] == 1
+    # the range's last byte went out only after the whole blob verified and was stored
+    assert requests.get(mirror + "/healthz", timeout=5).json()["filling"] == 0
+
+
+def test_a_range_of_a_corrupt_blob_is_cut_never_ended_cleanly(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(3 * MiB)
+    fake_hub.add_repo("org/bad", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("flip", match="/cdn/", after_bytes=2 * MiB + 5))  # always
+    url = f"{mirror}/org/bad/resolve/main/w.safetensors"
+    received = 0
+    with pytest.raises(requests.RequestException):
+        with requests.get(url, headers={"Range": "bytes=0-99999"}, stream=True,
+                          timeout=60) as response:  # fmt: skip
+            for chunk in response.iter_content(1 << 12):
+                received += len(chunk)
+    assert received < 100_000  # at most all but the last byte, and then the cut
 
 
 HOSTILE = [

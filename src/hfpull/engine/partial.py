@@ -99,6 +99,13 @@ class IntervalSet:
         """End of the contiguous range that starts at byte 0."""
         return self._ranges[0][1] if self._ranges and self._ranges[0][0] == 0 else 0
 
+    def contiguous_end(self, start: int) -> int:
+        """End of the contiguous range that holds byte ``start`` (``start`` if none does)."""
+        for s, e in self._ranges:
+            if s <= start < e:
+                return e
+        return start
+
     def missing(self, size: int) -> list[tuple[int, int]]:
         gaps, pos = [], 0
         for s, e in self._ranges:

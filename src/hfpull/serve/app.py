@@ -237,9 +237,11 @@ async def _resolve(
         return web.Response(status=304, headers=headers)
     # If-Range names our ETag or the range is not applied (a date cannot be checked: our
     # answers have no meaningful Last-Modified), so a stale range is never stitched on.
-    if_range = request.headers.get("If-Range")
-    ranged = request.http_range.start is not None or request.http_range.stop is not None
-    ranged = ranged and (if_range is None or if_range.strip() == f'"{file.etag}"')
+    span = _requested_span(request, file.size, f'"{file.etag}"')
+    if isinstance(span, str):  # "unsatisfiable"
+        response = _error(416, "RangeNotSatisfiable", f"{file.path} has {file.size} bytes")
+        response.headers["Content-Range"] = f"bytes */{file.size}"
+        return response
     if request.method == "HEAD":
         head = web.StreamResponse(status=200, headers=headers)
         head.content_length = file.size
@@ -250,21 +252,16 @@ async def _resolve(
             return _error(504, "Offline", f"{file.path} is not in the store (--offline)")
         mirror.fill_origin[file.etag] = (target.repo, snapshot.commit)
         fill, _ = mirror.fills.join(file)
-        if ranged:
-            # Never answer a range of an unverified blob: the client could stitch it into a
-            # complete-looking file. Wait for the fill to verify, then serve from the store.
-            await _wait(fill)
-            if fill.error is not None:
-                return _fill_failed(fill.error)
-        else:
-            return await _stream(request, mirror, fill, headers)
+        # A range streams as its bytes land, but its last byte waits for the whole blob to
+        # verify: a client can never stitch unverified bytes into a complete-looking file.
+        return await _stream(request, mirror, fill, headers, span)
     path = mirror.store.local_path(file.etag)
     if path is None:
         return _error(502, "StoreError", "the blob vanished from the store")
     # FileResponse judges conditions against its own mtime ETag; they were judged above on
     # ours, so it gets the request without them (and without a Range that does not apply).
     plain = {k: v for k, v in request.headers.items() if k.lower() not in _CONDITIONS}
-    if ranged:
+    if span is not None:
         plain["Range"] = request.headers["Range"]
     return _FileAnswer(path, request.clone(headers=plain), headers=headers)
 
@@ -294,42 +291,69 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or f'"{etag}"' in tags
 
 
-async def _wait(fill: Fill) -> None:
-    while not fill.done.is_set():
-        await asyncio.sleep(0.02)
+def _requested_span(request: web.BaseRequest, size: int, etag: str) -> tuple[int, int] | str | None:
+    """The single Range asked for as [start, stop), None for the whole file (no Range, an
+    If-Range that is not our ETag, or a Range we cannot parse: RFC 9110 says ignore it),
+    or "unsatisfiable"."""
+    if "Range" not in request.headers:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:
+        return None
+    try:
+        asked = request.http_range
+    except ValueError:
+        return None
+    start, stop = asked.start, asked.stop
+    if start is None and stop is None:
+        return None
+    if start is not None and start < 0:  # bytes=-N: the last N bytes
+        start = max(0, size + start)
+    start = start or 0
+    stop = size if stop is None else min(stop, size)
+    return (start, stop) if start < stop else "unsatisfiable"
 
 
 async def _stream(
-    request: web.Request, mirror: Mirror, fill: Fill, headers: dict[str, str]
+    request: web.Request,
+    mirror: Mirror,
+    fill: Fill,
+    headers: dict[str, str],
+    span: tuple[int, int] | None,
 ) -> web.StreamResponse:
+    """Send a filling blob (or a range of it) as it lands; cut the connection if it fails."""
     size = fill.file.size
-    while fill.readable() == 0 and not fill.done.is_set():  # an error can still be an error
-        await asyncio.sleep(0.005)
+    first, stop = span or (0, size)
+    while fill.readable(first) <= first and not fill.done.is_set():  # an error can still
+        await asyncio.sleep(0.005)  # be an HTTP error
     if fill.error is not None:
         return _fill_failed(fill.error)
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_length = size
+    response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
+    if span is not None:
+        response.headers["Content-Range"] = f"bytes {first}-{stop - 1}/{size}"
+    response.content_length = stop - first
     await response.prepare(request)
-    sent, fd = 0, -1
+    pos, fd = first, -1
     try:
-        while sent < size:
-            readable = fill.readable()
-            if (fill.done.is_set() and fill.error is not None) or readable < sent:
+        while pos < stop:
+            readable = fill.readable(first)
+            if (fill.done.is_set() and fill.error is not None) or readable < pos:
                 _abort(request)  # failed or reset: no clean end for bytes that did not verify
                 return response
-            if readable > sent:
-                end = min(readable, sent + CHUNK)
+            limit = min(readable, stop if fill.done.is_set() else stop - 1)
+            if limit > pos:
+                end = min(limit, pos + CHUNK)
                 if fd < 0 and not fill.done.is_set():
                     fd = _dup(fill)
                 if fd >= 0:
-                    chunk = await mirror.blocking(os.pread, fd, end - sent, sent)
+                    chunk = await mirror.blocking(os.pread, fd, end - pos, pos)
                 else:
-                    chunk = await mirror.blocking(mirror.store.read, fill.file.etag, sent, end)
+                    chunk = await mirror.blocking(mirror.store.read, fill.file.etag, pos, end)
                 if not chunk:
                     _abort(request)
                     return response
                 await response.write(chunk)
-                sent += len(chunk)
+                pos += len(chunk)
             else:
                 await asyncio.sleep(0.005)
     finally:

@@ -1,7 +1,8 @@
 """Single flight: one upstream fetch per cold blob, however many clients ask at once.
 
-A fill runs the get engine in a thread. Clients follow the partial as it grows (its
-contiguous prefix), never past the last HOLD_BACK bytes until the whole blob verified; if
+A fill runs the get engine in a thread. Clients follow the partial as it grows (the
+contiguous bytes from where they read), never past the last HOLD_BACK bytes of the blob,
+nor the last byte of their range, until the whole blob verified; if
 verification fails their connection is cut, so no client ever sees a clean end of a body
 that failed its hash. When the engine resets a partial after a bad source, the prefix goes
 back, and readers that already sent bytes are cut too.
@@ -34,14 +35,18 @@ class Fill:
             self.partial = partial
             self.fd = os.open(partial.data_path, os.O_RDONLY)
 
-    def readable(self) -> int:
-        """Bytes a client may be sent now."""
+    def readable(self, start: int = 0) -> int:
+        """Where the bytes from ``start`` that a client may be sent now end (0 once failed).
+
+        Less than what the reader already sent means the engine reset the partial.
+        """
         if self.done.is_set():
             return self.file.size if self.error is None else 0
         partial = self.partial
         if partial is None:
-            return 0
-        return min(partial.snapshot_done().prefix_end(), max(0, self.file.size - HOLD_BACK))
+            return start
+        end = partial.snapshot_done().contiguous_end(start)
+        return min(end, max(start, self.file.size - HOLD_BACK))
 
     def read(self, start: int, end: int) -> bytes:
         return os.pread(self.fd, end - start, start)
