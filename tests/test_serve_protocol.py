@@ -423,3 +423,64 @@ def test_refs_and_a_paginated_tree_through_the_mirror(
     assert seen["tree"] == sorted(files)
     assert seen["branches"] == [["main", commit]]
     assert seen["prs"] == [["refs/pr/1", pr]]
+
+
+RAW_HOSTILE = [
+    "/org/model/resolve/main/../../../etc/passwd",
+    "/org/model/resolve/main/%2e%2e/%2e%2e/etc/passwd",
+    "/org/model/resolve/main/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+    "/org/model/resolve/..%2F..%2F/x",
+    "/org/..%2Fmodel/resolve/main/x",
+    "/org/model/resolve/main/a%00b",
+    "/org/model/resolve/main/a%5C..%5Cb",
+    "//{foreign}/org/model/resolve/main/x",
+    "/%2F%2F{foreign}/org/model/resolve/main/x",
+    "/http://{foreign}/org/model/resolve/main/x",
+    "/http:%2F%2F{foreign}/x",
+    "/@{foreign}/org/model/resolve/main/x",
+    "/org/model@{foreign}/resolve/main/x",
+    "http://{foreign}/org/model/resolve/main/x",
+    "/api/models/..%2F..%2Fetc/revision/main",
+    "/api/models/org/model/revision/..%2F..%2Fx",
+    "/api/models/org/model/tree/main/%2e%2e%2f%2e%2e",
+]
+
+
+def _raw_request(port: int, target: str) -> tuple[int, dict[str, str]]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                     .encode())  # fmt: skip
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+    return int(head[0].split()[1]), headers
+
+
+def test_hostile_request_lines_sent_verbatim_get_400_and_fetch_nothing(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    fake_hub.add_repo("org/model", {"x": b"1"})
+    foreign = socket.socket()
+    foreign.bind(("127.0.0.1", 0))
+    foreign.listen(8)
+    foreign.settimeout(0.2)
+    host = f"127.0.0.1:{foreign.getsockname()[1]}"
+    fake_hub.reset_log()
+    port = int(mirror.rsplit(":", 1)[1])
+    try:
+        for raw in RAW_HOSTILE:
+            target = raw.format(foreign=host)
+            status, headers = _raw_request(port, target)
+            traversal = any(m in target.lower() for m in ("..", "%2e%2e", "%00", "%5c"))
+            if traversal or not target.startswith("/") or target.startswith("//"):
+                assert status == 400, (target, status)
+            else:
+                assert status in (400, 404), (target, status)  # no such route
+            assert headers.get("X-Error-Code"), target
+        with pytest.raises(socket.timeout):
+            foreign.accept()
+    finally:
+        foreign.close()
+    assert fake_hub.requests == []  # none of them made the mirror fetch anything
