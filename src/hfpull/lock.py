@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 from hfpull.errors import IntegrityError, UnsafeInputError, UsageError
 from hfpull.events import ProgressCallback
+from hfpull.fs import atomic_write
 from hfpull.models import REPO_TYPES, GetResult, RemoteFile, RepoRef
 from hfpull.names import (
     COMMIT_RE,
@@ -105,9 +104,9 @@ def write_lock(path: Path, repos: Sequence[LockedRepo]) -> None:
         ],
     }
     data = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+    # fsynced, file and folder: the lock is what the user commits and later builds from, and
+    # a rename that is not synced can leave an empty file under its name after a power loss.
+    atomic_write(path, data.encode("utf-8"), sync_dir=True)
 
 
 def read_lock(path: Path) -> list[LockedRepo]:

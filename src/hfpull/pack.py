@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import secrets
 import tarfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ from hfpull.archive.compression import compressing_writer, validate_kind
 from hfpull.archive.manifest import MANIFEST_NAME, Manifest, ManifestFile
 from hfpull.errors import DiskError, IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
+from hfpull.fs import replacing
 from hfpull.hashing import READ_CHUNK, file_digests
 from hfpull.models import Plan, RemoteFile
 from hfpull.pull import Session
@@ -141,19 +141,13 @@ def _pack_to_file(
     compression: str,
     emit: ProgressCallback,
 ) -> PackResult:
-    """Write beside the target and rename at the end: a failed pack leaves nothing behind."""
-    tmp = path.with_name(f".{path.name}.hfpull-{secrets.token_hex(4)}.tmp")
+    """Write beside the target and rename at the end: a failed pack leaves nothing behind.
+    The folder is fsynced too: the archive is what the command is run for."""
     try:
-        with open(tmp, "wb") as handle:
+        with replacing(path, sync_dir=True) as handle:
             result = write_archive(handle, manifest, sources, compression, emit)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         raise DiskError(f"could not write {path}: {exc.strerror}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return result
 
 

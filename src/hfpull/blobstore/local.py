@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hfpull.errors import UnsafeInputError
+from hfpull.fs import fsync_dir
 
 _KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -49,7 +50,7 @@ class LocalBlobStore:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(verified, target)  # same inode: readers of the partial keep reading
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
 
     def delete(self, key: str) -> bool:
         try:
@@ -65,11 +66,3 @@ class LocalBlobStore:
             for blob in sorted(folder.iterdir()):
                 if _KEY.fullmatch(blob.name):
                     yield blob.name, blob.stat().st_size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from pathlib import Path
 
 from hfpull.errors import DiskError, UnsafeInputError
+from hfpull.fs import adjacent_tmp_path, atomic_write, fsync_dir, unlink_quiet
 from hfpull.hashing import hash_file
 from hfpull.models import FileStatus, RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, validate_revision
@@ -97,13 +97,13 @@ class CacheLayout:
         ensure_dirs(self.cache_dir, self.repo_dir)
         tag = self.cache_dir / "CACHEDIR.TAG"
         if not tag.exists():
-            _atomic_write(tag, CACHEDIR_TAG.encode())
+            atomic_write(tag, CACHEDIR_TAG.encode())
         if snapshot.listing_complete:
             write_tree_cache(self.cache_dir, self.repo_dir, snapshot)
         if snapshot.revision != snapshot.commit:
             ref = self.repo_dir / "refs" / validate_revision(snapshot.revision)
             ensure_dirs(self.repo_dir, ref.parent)
-            _atomic_write(ref, snapshot.commit.encode())
+            atomic_write(ref, snapshot.commit.encode())
         snapshot_dir = self.result_path(snapshot.commit)
         ensure_dirs(self.repo_dir, snapshot_dir)
         return snapshot_dir
@@ -177,10 +177,10 @@ class LocalDirLayout:
         ensure_dirs(self.root, self.meta_dir)
         gitignore = self.meta_dir / ".gitignore"
         if not gitignore.exists():
-            _atomic_write(gitignore, b"*")
+            atomic_write(gitignore, b"*")
         tag = self.meta_dir / "CACHEDIR.TAG"
         if not tag.exists():
-            _atomic_write(tag, CACHEDIR_TAG.encode())
+            atomic_write(tag, CACHEDIR_TAG.encode())
         if snapshot.listing_complete:
             write_tree_cache(self.root, self.meta_dir, snapshot)
         return self.root
@@ -189,12 +189,12 @@ class LocalDirLayout:
         for file in files:
             target = self.target(file)
             ensure_dirs(self.root, target.parent)
-            tmp = _tmp_name(target)
+            tmp = adjacent_tmp_path(target)
             try:
                 shutil.copyfile(source, tmp)
                 os.replace(tmp, target)
             except BaseException:
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
                 raise
             self._write_metadata(file, commit)
 
@@ -209,7 +209,7 @@ class LocalDirLayout:
     def _write_metadata(self, file: RemoteFile, commit: str) -> None:
         path = self.metadata_path(file)
         ensure_dirs(self.root, path.parent)
-        _atomic_write(path, f"{commit}\n{file.etag}\n{time.time()}\n".encode())
+        atomic_write(path, f"{commit}\n{file.etag}\n{time.time()}\n".encode())
 
 
 def write_tree_cache(root: Path, folder: Path, snapshot: Snapshot) -> None:
@@ -226,7 +226,7 @@ def write_tree_cache(root: Path, folder: Path, snapshot: Snapshot) -> None:
         files[f.path] = entry
     body = json.dumps({"format_version": 1, "files": files}, indent=1, sort_keys=True)
     ensure_dirs(root, path.parent)
-    _atomic_write(path, body.encode())
+    atomic_write(path, body.encode())
 
 
 def ensure_dirs(root: Path, directory: Path) -> None:
@@ -280,14 +280,6 @@ def check_no_symlinks(root: Path, paths: list[Path]) -> None:
                 )
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _move_into_place(verified: Path, final: Path) -> None:
     """Rename an fsynced, verified file onto its final name, durably."""
     os.chmod(verified, 0o644)
@@ -298,7 +290,7 @@ def _move_into_place(verified: Path, final: Path) -> None:
 def _atomic_symlink(link_target: str, path: Path, copy_from: Path) -> None:
     if path.is_symlink() and os.readlink(path) == link_target:
         return
-    tmp = _tmp_name(path)
+    tmp = adjacent_tmp_path(path)
     try:
         os.symlink(link_target, tmp)
     except OSError:  # no symlinks here (some Windows/FUSE setups): copy, as huggingface_hub does
@@ -306,25 +298,8 @@ def _atomic_symlink(link_target: str, path: Path, copy_from: Path) -> None:
     try:
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quiet(tmp)
+        unlink_quiet(tmp)
         raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quiet(tmp)
-        raise
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.hfpull-{secrets.token_hex(4)}.tmp")
 
 
 def _has_size(path: Path, size: int, follow: bool = True) -> bool:
@@ -332,10 +307,3 @@ def _has_size(path: Path, size: int, follow: bool = True) -> bool:
         return os.stat(path, follow_symlinks=follow).st_size == size
     except OSError:
         return False
-
-
-def _unlink_quiet(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

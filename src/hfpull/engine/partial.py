@@ -714,6 +714,8 @@ def _write_journal(
         "beat": beat,
     }
     tmp = _tmp(path)
+    # Not fsynced, on purpose (unlike fs.replacing): a journal that lies after a crash costs
+    # only a refetch, since the blob's hash checks every byte before it is published.
     tmp.write_bytes(_encode(record))
     try:
         os.replace(tmp, path)

@@ -1,0 +1,76 @@
+"""Local-disk vocabulary: replace a file atomically, remove one quietly, fsync a folder.
+
+Modelled on pip's ``utils/filesystem.adjacent_tmp_file`` + ``replace``: the new content goes
+to a uniquely named temp file in the target's own folder (same filesystem, so the rename is
+atomic), is flushed and fsynced, then renamed over the target; the temp file is removed on
+any failure. What goes where is the callers' business (``cache/layout.py``, ``lock.py``,
+``pack.py``); this module only knows how.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def adjacent_tmp_path(path: Path) -> Path:
+    """A unique hidden name beside ``path`` (its folder: the same filesystem for the rename)."""
+    return path.with_name(f".{path.name}.hfpull-{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def replacing(path: Path, *, sync_dir: bool = False) -> Iterator[BinaryIO]:
+    """Yield a new temp file beside ``path``; when the block ends without an error the file is
+    flushed, fsynced and renamed onto ``path``, so readers see the old file or the whole new
+    one, never a part. On any error (or Ctrl-C) the temp file is removed and ``path`` is left
+    as it was.
+
+    ``sync_dir`` also fsyncs the folder after the rename, so the rename itself survives a
+    power loss. It is best-effort: the file is already in place, and some filesystems refuse
+    to fsync a folder (EINVAL), which must not turn a finished write into a failure.
+    """
+    tmp = adjacent_tmp_path(path)
+    # "x": never truncate a name someone else holds; plain open() keeps the umask's mode
+    # (mkstemp would make every written file 0600).
+    handle = open(tmp, "xb")  # noqa: SIM115 - closed below, before the rename
+    try:
+        with handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        unlink_quiet(tmp)
+        raise
+    if sync_dir:
+        try:
+            fsync_dir(path.parent)
+        except OSError:
+            pass
+
+
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically (see :func:`replacing`)."""
+    with replacing(path, sync_dir=sync_dir) as handle:
+        handle.write(data)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` (a rename into it) durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quiet(path: Path) -> None:
+    """Remove ``path``; a file that is already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,57 @@
+"""fs: the one temp-file-and-rename writer."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hfpull.fs import atomic_write, replacing, unlink_quiet
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "ref"
+    target.write_bytes(b"old")
+    atomic_write(target, b"new", sync_dir=True)
+    assert target.read_bytes() == b"new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_the_temp(tmp_path: Path) -> None:
+    target = tmp_path / "archive.tar"
+    target.write_bytes(b"complete")
+    with pytest.raises(RuntimeError), replacing(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("stopped half-way")
+    assert target.read_bytes() == b"complete"
+    assert _leftovers(tmp_path) == []
+
+
+def test_written_files_keep_the_umask_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_a_folder_that_refuses_fsync_does_not_fail_a_finished_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_directory: Path) -> None:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr("hfpull.fs.fsync_dir", refuse)
+    atomic_write(tmp_path / "f", b"x", sync_dir=True)
+    assert (tmp_path / "f").read_bytes() == b"x"
+
+
+def test_unlink_quiet_ignores_a_missing_file(tmp_path: Path) -> None:
+    unlink_quiet(tmp_path / "never-there")
