@@ -55,3 +55,22 @@ def test_a_folder_that_refuses_fsync_does_not_fail_a_finished_write(
 
 def test_unlink_quiet_ignores_a_missing_file(tmp_path: Path) -> None:
     unlink_quiet(tmp_path / "never-there")
+
+
+def test_disk_errors_names_the_step_and_keeps_the_cause() -> None:
+    from hfpull.errors import DiskError, ExitCode
+    from hfpull.fs import disk_errors
+
+    cause = OSError(28, "No space left on device")
+    with pytest.raises(DiskError) as caught, disk_errors("could not write x", hint="free some"):
+        raise cause
+    assert caught.value.message == "could not write x: No space left on device"
+    assert caught.value.hint == "free some" and caught.value.exit_code is ExitCode.DISK
+    assert caught.value.__cause__ is cause
+
+
+def test_disk_errors_lets_other_errors_through() -> None:
+    from hfpull.fs import disk_errors
+
+    with pytest.raises(ValueError), disk_errors("could not write x"):
+        raise ValueError("not a disk problem")

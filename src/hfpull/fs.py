@@ -1,4 +1,5 @@
-"""Local-disk vocabulary: replace a file atomically, remove one quietly, fsync a folder.
+"""Local-disk vocabulary: replace a file atomically, remove one quietly, fsync a folder, and
+say what an OSError was doing (``disk_errors``).
 
 Modelled on pip's ``utils/filesystem.adjacent_tmp_file`` + ``replace``: the new content goes
 to a uniquely named temp file in the target's own folder (same filesystem, so the rename is
@@ -15,6 +16,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from hfpull.errors import DiskError
+
+
+@contextmanager
+def disk_errors(what: str, hint: str | None = None) -> Iterator[None]:
+    """An OSError inside the block becomes ``DiskError(f"{what}: {strerror}", hint)`` (exit
+    code 5), chained to the OSError for --debug; every other exception passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        raise DiskError(f"{what}: {exc.strerror}", hint=hint) from exc
 
 
 def adjacent_tmp_path(path: Path) -> Path:

@@ -23,9 +23,9 @@ from typing import IO, Any
 
 from hfpull.archive.compression import compressing_writer, validate_kind
 from hfpull.archive.manifest import MANIFEST_NAME, Manifest, ManifestFile
-from hfpull.errors import DiskError, IntegrityError
+from hfpull.errors import IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
-from hfpull.fs import replacing
+from hfpull.fs import disk_errors, replacing
 from hfpull.hashing import READ_CHUNK, file_digests
 from hfpull.models import Plan, RemoteFile
 from hfpull.pull import Session
@@ -143,12 +143,8 @@ def _pack_to_file(
 ) -> PackResult:
     """Write beside the target and rename at the end: a failed pack leaves nothing behind.
     The folder is fsynced too: the archive is what the command is run for."""
-    try:
-        with replacing(path, sync_dir=True) as handle:
-            result = write_archive(handle, manifest, sources, compression, emit)
-    except OSError as exc:
-        raise DiskError(f"could not write {path}: {exc.strerror}") from exc
-    return result
+    with disk_errors(f"could not write {path}"), replacing(path, sync_dir=True) as handle:
+        return write_archive(handle, manifest, sources, compression, emit)
 
 
 def _member(name: str, size: int) -> tarfile.TarInfo:

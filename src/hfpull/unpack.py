@@ -34,8 +34,9 @@ from hfpull.archive.manifest import (
 )
 from hfpull.cache.layout import CacheLayout, LocalDirLayout, ensure_dirs
 from hfpull.engine.scheduler import group_by_blob
-from hfpull.errors import DiskError, IntegrityError, UnsafeInputError
+from hfpull.errors import IntegrityError, UnsafeInputError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
+from hfpull.fs import disk_errors
 from hfpull.hashing import READ_CHUNK, new_hasher
 from hfpull.models import Snapshot
 from hfpull.names import check_repo_path
@@ -87,15 +88,13 @@ def unpack(
         )
         remote = [f.remote for f in manifest.files]
         layout.preflight(remote, manifest.commit)
-        try:
+        with disk_errors("could not publish the archive"):
             for group in group_by_blob(remote):
                 layout.publish(contents.staged[group[0].path], group, manifest.commit)
             snapshot = Snapshot(
                 manifest.repo, manifest.revision, manifest.commit, tuple(remote), manifest.complete
             )
             path = layout.finish(snapshot)
-        except OSError as exc:
-            raise DiskError(f"could not publish the archive: {exc.strerror}") from exc
     return UnpackResult(manifest, str(path))
 
 
@@ -242,20 +241,15 @@ def _check_member(
 
 
 def _open_staged(target: Path) -> IO[bytes]:
-    try:
+    with disk_errors("could not write to the staging folder"):
         return open(target, "xb")
-    except OSError as exc:
-        raise DiskError(f"could not write to the staging folder: {exc.strerror}") from exc
 
 
 def _write_staged(out: IO[bytes], chunk: bytes) -> None:
-    try:
+    with disk_errors(
+        "could not write to the staging folder", hint="free some space; nothing was published"
+    ):
         out.write(chunk)
-    except OSError as exc:
-        raise DiskError(
-            f"could not write to the staging folder: {exc.strerror}",
-            hint="free some space; nothing was published",
-        ) from exc
 
 
 @contextmanager

@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from hfpull.errors import DiskError, UnsafeInputError
-from hfpull.fs import adjacent_tmp_path, atomic_write, fsync_dir, unlink_quiet
+from hfpull.fs import adjacent_tmp_path, atomic_write, disk_errors, fsync_dir, unlink_quiet
 from hfpull.hashing import hash_file
 from hfpull.models import FileStatus, RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, validate_revision
@@ -235,10 +236,8 @@ def ensure_dirs(root: Path, directory: Path) -> None:
     if ".." in relative.parts:
         raise UnsafeInputError(f"refusing to create {directory}: it leaves {root}")
     current = root
-    try:
+    with _cannot_create(current):  # e.g. --cache-dir names a file; permission denied
         current.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # e.g. --cache-dir names a file; permission denied
-        raise _cannot_create(current, exc) from None
     for part in relative.parts:
         current = current / part
         if current.is_symlink():
@@ -246,18 +245,17 @@ def ensure_dirs(root: Path, directory: Path) -> None:
                 f"refusing to write through the symlink {current}",
                 hint="remove the link; hfpull never follows links inside its target",
             )
-        try:
-            current.mkdir()
-        except FileExistsError:
-            if not current.is_dir():
-                raise DiskError(f"{current} exists and is not a folder") from None
-        except OSError as exc:
-            raise _cannot_create(current, exc) from None
+        with _cannot_create(current):
+            try:
+                current.mkdir()
+            except FileExistsError:
+                if not current.is_dir():
+                    raise DiskError(f"{current} exists and is not a folder") from None
 
 
-def _cannot_create(path: Path, exc: OSError) -> DiskError:
-    return DiskError(
-        f"cannot create the folder {path}: {exc.strerror}",
+def _cannot_create(path: Path) -> AbstractContextManager[None]:
+    return disk_errors(
+        f"cannot create the folder {path}",
         hint="check the path and its permissions, or choose another --cache-dir / --local-dir",
     )
 

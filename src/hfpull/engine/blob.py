@@ -22,8 +22,9 @@ import urllib3.exceptions
 
 from hfpull.engine.partial import Partial
 from hfpull.engine.prefix_hash import PrefixHasher
-from hfpull.errors import DiskError, HfpullError, IntegrityError
+from hfpull.errors import HfpullError, IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent
+from hfpull.fs import disk_errors
 from hfpull.hub.http import (
     describe_transport_error,
     error_from_response,
@@ -340,13 +341,11 @@ class BlobTransfer:
     # -- bytes, hash, helpers ----------------------------------------------------------
 
     def _write(self, offset: int, data: bytes) -> None:
-        try:
+        with disk_errors(
+            f"could not write {self.file.path}",
+            hint="free some space and run the same command again; the partial is kept",
+        ):
             self.partial.write(offset, data)
-        except OSError as exc:
-            raise DiskError(
-                f"could not write {self.file.path}: {exc.strerror}",
-                hint="free some space and run the same command again; the partial is kept",
-            ) from exc
         self.partial.mark_done(offset, offset + len(data))
         self.partial.flush_if_due()
         with self._count_lock:

@@ -23,6 +23,7 @@ from hfpull.engine.owner import LeaseWatch
 from hfpull.engine.partial import BUSY, LostPartial, Partial, claim
 from hfpull.errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
 from hfpull.events import ProgressEvent
+from hfpull.fs import disk_errors
 from hfpull.models import FileStatus, RemoteFile
 
 HEARTBEAT_SECONDS = 2.0  # at most; and at least 8 beats per lease
@@ -228,13 +229,11 @@ class Engine:
         return _Deferred()
 
     def _publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
-        try:
+        with disk_errors(
+            f"could not publish {files[0].path}",
+            hint="check permissions and free space; the run can be repeated safely",
+        ):
             partial.publish(lambda verified: self.layout.publish(verified, files, commit))
-        except OSError as exc:
-            raise DiskError(
-                f"could not publish {files[0].path}: {exc.strerror}",
-                hint="check permissions and free space; the run can be repeated safely",
-            ) from exc
 
 
 def group_by_blob(files: Iterable[RemoteFile]) -> list[list[RemoteFile]]:
