@@ -18,11 +18,10 @@ from hfpull.events import ProgressCallback
 from hfpull.fs import atomic_write
 from hfpull.models import REPO_TYPES, GetResult, RemoteFile, RepoRef
 from hfpull.names import (
-    COMMIT_RE,
-    SHA256_RE,
     check_commit,
     check_path_set,
     check_repo_path,
+    file_record_problem,
     validate_repo_id,
     validate_revision,
 )
@@ -152,10 +151,10 @@ def _parse_repo(item: dict[str, Any]) -> LockedRepo:
     files = []
     for entry in item["files"]:
         size, blob_id, sha256 = entry["size"], entry["git_sha1"], entry.get("sha256")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError(f"bad size for {entry['path']!r}")
-        if not COMMIT_RE.match(blob_id) or (sha256 is not None and not SHA256_RE.match(sha256)):
-            raise ValueError(f"bad hash for {entry['path']!r}")
+        problem = file_record_problem(size, blob_id, sha256)
+        if problem is not None:
+            kind = "size" if problem == "size" else "hash"
+            raise ValueError(f"bad {kind} for {entry['path']!r}")
         files.append(RemoteFile(check_repo_path(entry["path"]), size, blob_id, sha256))
     check_path_set([f.path for f in files])
     return LockedRepo(

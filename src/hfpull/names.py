@@ -8,6 +8,7 @@ so a hostile server or mirror can never make hfpull write outside its target.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 from hfpull.errors import UnsafeInputError, UsageError
 from hfpull.models import REPO_TYPES
@@ -65,15 +66,46 @@ def validate_revision(revision: str) -> str:
     return revision
 
 
+# File records (a Hub listing, a saved tree listing, a lock file, an archive manifest) all
+# follow these rules; each reader keeps its own error type and wording.
+MAX_FILE_SIZE = 2**53  # JSON integers past this lose precision; no real file comes near it
+
+
+def is_size(value: object) -> TypeGuard[int]:
+    """A file size: a JSON integer (not a bool), 0 <= size < 2**53."""
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value < MAX_FILE_SIZE
+
+
+def is_git_sha1(value: object) -> TypeGuard[str]:
+    """A git object id (blob id, commit): 40 lowercase hex digits."""
+    return isinstance(value, str) and COMMIT_RE.match(value) is not None
+
+
+def is_sha256(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and SHA256_RE.match(value) is not None
+
+
+def file_record_problem(size: object, git_sha1: object, sha256: object) -> str | None:
+    """The first field of a file record that breaks the rules ("size", "git sha1" or
+    "sha256"), or None. ``sha256`` is None for a file that is not in LFS."""
+    if not is_size(size):
+        return "size"
+    if not is_git_sha1(git_sha1):
+        return "git sha1"
+    if sha256 is not None and not is_sha256(sha256):
+        return "sha256"
+    return None
+
+
 def check_commit(value: object, where: str) -> str:
     """A commit sha from the server: exactly 40 lowercase hex digits."""
-    if not isinstance(value, str) or not COMMIT_RE.match(value):
+    if not is_git_sha1(value):
         raise UnsafeInputError(f"server sent an invalid commit id {value!r} ({where})")
     return value
 
 
 def check_sha256(value: object, where: str) -> str:
-    if not isinstance(value, str) or not SHA256_RE.match(value):
+    if not is_sha256(value):
         raise UnsafeInputError(f"server sent an invalid sha256 {value!r} ({where})")
     return value
 

@@ -15,11 +15,12 @@ from typing import Any
 from hfpull.errors import UnsafeInputError, UsageError
 from hfpull.models import REPO_TYPES, RemoteFile, RepoRef
 from hfpull.names import (
-    COMMIT_RE,
-    SHA256_RE,
     check_commit,
     check_path_set,
     check_repo_path,
+    is_git_sha1,
+    is_sha256,
+    is_size,
     validate_repo_id,
     validate_revision,
 )
@@ -129,12 +130,12 @@ def _as_unsafe(validate: Callable[[str], str], value: object) -> str:
 def _parse_file(item: Any) -> ManifestFile:
     path = check_repo_path(item["path"])
     size = item["size"]
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**53:
+    if not is_size(size):
         raise UnsafeInputError(f"invalid size in manifest for {path!r}")
     sha256, git_sha1, lfs = item["sha256"], item["git_sha1"], item["lfs"]
-    if not (isinstance(sha256, str) and SHA256_RE.match(sha256)):
+    if not is_sha256(sha256):  # every file's, LFS or not
         raise UnsafeInputError(f"invalid sha256 in manifest for {path!r}")
-    if not (isinstance(git_sha1, str) and COMMIT_RE.match(git_sha1)):
+    if not is_git_sha1(git_sha1):
         raise UnsafeInputError(f"invalid git sha1 in manifest for {path!r}")
     if not isinstance(lfs, bool):
         raise UnsafeInputError(f"invalid lfs flag in manifest for {path!r}")

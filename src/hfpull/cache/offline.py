@@ -12,7 +12,7 @@ from hfpull.cache.layout import CacheLayout
 from hfpull.errors import NotFoundError, UnsafeInputError
 from hfpull.hashing import git_blob_sha1, lfs_pointer
 from hfpull.models import RemoteFile, Snapshot
-from hfpull.names import COMMIT_RE, SHA256_RE, check_repo_path
+from hfpull.names import COMMIT_RE, SHA256_RE, check_repo_path, file_record_problem
 
 
 def cached_commit(cache: CacheLayout, revision: str) -> str:
@@ -60,11 +60,10 @@ def read_tree_listing(path: Path) -> list[RemoteFile] | None:
     files = []
     for name, info in entries:
         try:
-            sha256, blob_id, size = info.get("lfs_sha256"), info["blob_id"], int(info["size"])
-        except (KeyError, TypeError, ValueError, AttributeError):
+            sha256, blob_id, size = info.get("lfs_sha256"), info["blob_id"], info["size"]
+        except (KeyError, TypeError, AttributeError):
             return None
-        hashes_ok = COMMIT_RE.match(str(blob_id)) and (sha256 is None or SHA256_RE.match(sha256))
-        if not hashes_ok or size < 0:
+        if file_record_problem(size, blob_id, sha256) is not None:
             return None
         files.append(RemoteFile(check_repo_path(name), size, blob_id, sha256))
     return files

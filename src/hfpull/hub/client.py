@@ -25,7 +25,14 @@ from hfpull.hub.http import (
 )
 from hfpull.hub.sources import RetryPolicy, Source, SourcePool
 from hfpull.models import RemoteFile, RepoRef, Snapshot
-from hfpull.names import COMMIT_RE, check_commit, check_path_set, check_repo_path, check_sha256
+from hfpull.names import (
+    check_commit,
+    check_path_set,
+    check_repo_path,
+    check_sha256,
+    is_git_sha1,
+    is_size,
+)
 from hfpull.settings import Settings
 
 MAX_JSON_BYTES = 64 << 20
@@ -201,13 +208,13 @@ def _next_page_path(response: requests.Response, source: Source) -> str | None:
 
 
 def _size(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+    if not is_size(value):
         raise UnsafeInputError(f"server sent an invalid size {value!r} for {where!r}")
     return value
 
 
 def _blob_id(value: object, where: str) -> str:
-    if not isinstance(value, str) or not COMMIT_RE.match(value):
+    if not is_git_sha1(value):
         raise UnsafeInputError(f"server sent an invalid git blob id {value!r} for {where!r}")
     return value
 
