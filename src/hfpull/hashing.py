@@ -11,7 +11,8 @@ from typing import Protocol
 
 from hfpull.models import RemoteFile
 
-READ_CHUNK = 1 << 20
+READ_CHUNK = 1 << 20  # one read (disk or network) at a time: memory stays flat per stream
+HASH_THREADS = max(1, min(4, os.cpu_count() or 1))  # files hashed in parallel (pack, verify)
 
 
 class Hasher(Protocol):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import os
 import tarfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +25,12 @@ from hfpull.archive.manifest import MANIFEST_NAME, Manifest, ManifestFile
 from hfpull.errors import IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
 from hfpull.fs import disk_errors, replacing
-from hfpull.hashing import READ_CHUNK, file_digests
+from hfpull.hashing import HASH_THREADS, READ_CHUNK, file_digests
 from hfpull.models import Plan, RemoteFile
 from hfpull.pull import Session
 from hfpull.settings import Settings, from_environment
 from hfpull.version import __version__
 
-HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 STREAM_BUFFER = 4 << 20
 
 

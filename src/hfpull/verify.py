@@ -19,7 +19,7 @@ from hfpull.cache.layout import CacheLayout
 from hfpull.cache.offline import cached_commit, read_tree_listing
 from hfpull.engine.plan import select
 from hfpull.errors import IntegrityError, NetworkError, NotFoundError, UnsafeInputError, UsageError
-from hfpull.hashing import hash_file
+from hfpull.hashing import HASH_THREADS, hash_file
 from hfpull.lock import LockedRepo, read_lock
 from hfpull.models import Plan, PlannedFile, RemoteFile, RepoRef
 from hfpull.names import COMMIT_RE, validate_repo_id, validate_repo_type, validate_revision
@@ -27,7 +27,6 @@ from hfpull.pull import Session
 from hfpull.settings import Settings, from_environment
 from hfpull.unpack import read_archive, read_manifest_only
 
-HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 _IGNORED_PREFIXES = (".cache/huggingface/", ".git/")
 
 

@@ -25,6 +25,7 @@ from hfpull.engine.prefix_hash import PrefixHasher
 from hfpull.errors import HfpullError, IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent
 from hfpull.fs import disk_errors
+from hfpull.hashing import READ_CHUNK
 from hfpull.hub.http import (
     describe_transport_error,
     error_from_response,
@@ -39,7 +40,6 @@ from hfpull.hub.sources import RetryPolicy, Source, SourcePool
 from hfpull.models import RemoteFile, RepoRef
 from hfpull.settings import Settings
 
-READ_CHUNK = 1 << 20
 _TRANSPORT_ERRORS = (
     requests.RequestException,
     urllib3.exceptions.HTTPError,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hfpull.engine.owner import LeaseWatch, Owner, Verdict, judge, this_process
+from hfpull.fs import unlink_quiet
 from hfpull.models import RemoteFile
 
 JOURNAL_FORMAT = 2
@@ -218,7 +219,7 @@ class Partial:
             return
         self.lost = True
         for path in (self.data_path, self.journal_path, _tmp(self.journal_path)):
-            _unlink(path)
+            unlink_quiet(path)
         _drive(_unlock_steps(self.names, self.token, self._lock_id))
         self._forget()
 
@@ -296,7 +297,7 @@ class Partial:
         publish(self.data_path)
         yield "published"
         self.close()
-        _unlink(self.journal_path)
+        unlink_quiet(self.journal_path)
         yield "journal removed"
         _remove_all_abandoned(self.names, self.token)  # writers that lost the blob to us
         yield "abandoned removed"
@@ -335,7 +336,7 @@ class Partial:
         if self._over:
             return
         for path in (self.data_path, self.journal_path, _tmp(self.journal_path)):
-            _unlink(path)
+            unlink_quiet(path)
         if not self.lost:
             _remove_all_abandoned(self.names, self.token)
             _drive(_unlock_steps(self.names, self.token, self._lock_id))
@@ -385,7 +386,7 @@ def claim_steps(directory: Path, file: RemoteFile, watch: LeaseWatch) -> Steps[P
             result = BUSY
         except BaseException:
             for path in (names.data(token), names.journal(token), _tmp(names.journal(token))):
-                _unlink(path)
+                unlink_quiet(path)
             _drive(_unlock_steps(names, token, lock_id))
             raise
     except BaseException:
@@ -424,17 +425,17 @@ def _acquire(names: BlobNames, token: str, watch: LeaseWatch) -> Steps[bool]:
         # without a lock. Judge again right before: a lock that changed hands meanwhile has a
         # new holder that must be judged on its own.
         aside = names.aside(token)
-        _unlink(aside)
+        unlink_quiet(aside)
         os.link(mine, aside)
         yield "replacement ready"
         if _read_bytes(names.lock) != seen:
-            _unlink(aside)
+            unlink_quiet(aside)
             continue
         yield "lock read again"
         os.rename(aside, names.lock)
         yield "lock replaced"
         if holder is not None:
-            _unlink(names.owner(holder.token))
+            unlink_quiet(names.owner(holder.token))
         if _same_file(names.lock, _file_id(mine)):
             return True
         # Another claimant, judging the same dead holder, replaced it right after us; its
@@ -489,7 +490,7 @@ def _take_over(
             if _same_file(names.data(token), _fd_id(fd)):
                 _write_journal(journal, file, owner, done.ranges, "released", 1)
             else:
-                _unlink(journal)
+                unlink_quiet(journal)
             os.close(fd)
             return BUSY
         if not partial.owns():  # a claimant that lost to us removed our file: start afresh
@@ -591,11 +592,11 @@ def _remove_abandoned(names: BlobNames, other: str, kinds: set[str]) -> None:
     if holder is not None and holder.token == other:
         return  # it replaced our lock meanwhile: its files are not abandoned, ours are
     if "incomplete" in kinds:  # only files we saw: one that appeared since is looked at later
-        _unlink(names.data(other))
+        unlink_quiet(names.data(other))
     if "incomplete.journal" in kinds:
-        _unlink(names.journal(other))
+        unlink_quiet(names.journal(other))
     if "incomplete.journal.tmp" in kinds:
-        _unlink(_tmp(names.journal(other)))
+        unlink_quiet(_tmp(names.journal(other)))
     if kinds & {"owner", "owner.tmp", "aside"}:
         record = _read_bytes(names.owner(other)) or _read_bytes(_tmp(names.owner(other)))
         owner = _parse_owner(record)
@@ -646,13 +647,13 @@ def _unlock_steps(names: BlobNames, token: str, lock_id: tuple[int, int]) -> Ste
     if not (_same_file(names.lock, lock_id) and holder is not None and holder.token == token):
         return
     yield "lock checked"
-    _unlink(names.lock)
+    unlink_quiet(names.lock)
 
 
 def _forget(names: BlobNames, token: str) -> None:
-    _unlink(_tmp(names.owner(token)))
-    _unlink(names.aside(token))
-    _unlink(names.owner(token))
+    unlink_quiet(_tmp(names.owner(token)))
+    unlink_quiet(names.aside(token))
+    unlink_quiet(names.owner(token))
     with _OWNED_GUARD:
         _OWNED.discard(token)
 
@@ -784,10 +785,3 @@ def _same_file(path: Path, file_id: tuple[int, int]) -> bool:
 
 def _tmp(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
