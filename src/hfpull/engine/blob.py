@@ -36,7 +36,7 @@ from hfpull.hub.http import (
     request_following_redirects,
     tls_error,
 )
-from hfpull.hub.sources import RetryPolicy, Source, SourcePool
+from hfpull.hub.sources import Failure, Outcome, RetryPolicy, Source, SourcePool
 from hfpull.models import RemoteFile, RepoRef
 from hfpull.settings import Settings
 
@@ -201,7 +201,6 @@ class BlobTransfer:
                 skipped_for_ranges = True
                 continue
             is_last = index == len(sources) - 1
-            limit = self.ctx.policy.max_retries + 1 if is_last else 3
             failures = expirations = 0
             while True:
                 self._check_cancel()
@@ -214,37 +213,40 @@ class BlobTransfer:
                     expirations = 0 if cursor.pos > before else expirations + 1
                     if expirations <= 3:
                         continue
-                    problem, retry_after = "the CDN keeps refusing fresh URLs", None
+                    failure = Failure(Outcome.TRANSIENT)
+                    last_problem = f"{source.host}: the CDN keeps refusing fresh URLs"
                 except _Refused as refused:
-                    last_error = refused.error
-                    break
+                    last_error, failure = refused.error, Failure(Outcome.ANSWER)
                 except _RangeIgnored:
                     source.honours_ranges = False
                     skipped_for_ranges = True
                     break
                 except _Transient as exc:
-                    problem, retry_after = str(exc), exc.retry_after
+                    failure = Failure(Outcome.TRANSIENT, exc.retry_after)
+                    last_problem = f"{source.host}: {exc}"
                 except _TRANSPORT_ERRORS as exc:
-                    problem, retry_after = describe_transport_error(exc), None
                     certificate = tls_error(exc, source.host)
                     if certificate is not None:
-                        last_error = certificate
-                        break
-                    if not is_last and is_unreachable(exc) and self.ctx.pool.unreachable(source):
-                        last_problem = f"{source.host}: {problem}"
-                        break
-                last_problem = f"{source.host}: {problem}"
+                        last_error, failure = certificate, Failure(Outcome.TLS)
+                    else:
+                        unreachable = is_unreachable(exc)
+                        failure = Failure(Outcome.UNREACHABLE if unreachable else Outcome.TRANSIENT)
+                        last_problem = f"{source.host}: {describe_transport_error(exc)}"
+                # Bytes landed since the last failure: this source is working, count afresh.
                 failures = 1 if cursor.pos > before else failures + 1
-                if failures >= limit:
-                    self.ctx.pool.failed(source)
+                retry = self.ctx.pool.settle(
+                    source, failure, failures, is_last=is_last, policy=self.ctx.policy
+                )
+                if retry is None:
                     break
-                delay = self.ctx.policy.delay(failures, retry_after)
                 self.ctx.emit(
                     ProgressEvent(
-                        "retry", self.file.path, message=f"{last_problem}; retry in {delay:.0f}s"
+                        "retry",
+                        self.file.path,
+                        message=f"{last_problem}; retry in {retry.delay:.0f}s",
                     )
                 )
-                if self._sleep(delay):
+                if self._sleep(retry.delay):
                     self._check_cancel()
         if skipped_for_ranges and cursor.pos > 0 and not allow_skip:
             raise NoRangeSupport

@@ -6,6 +6,7 @@ Server JSON is validated and turned into frozen dataclasses here, at the boundar
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from hfpull.hub.http import (
     request_following_redirects,
     tls_error,
 )
-from hfpull.hub.sources import RetryPolicy, Source, SourcePool
+from hfpull.hub.sources import Failure, Outcome, RetryPolicy, Source, SourcePool
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import (
     check_commit,
@@ -124,7 +125,7 @@ class HubClient:
     def _get_json_with_response(
         self, path: str, what: str, prefer: Source | None = None, quick: bool = False
     ) -> tuple[Any, Source, requests.Response]:
-        """GET ``path`` from each source in order, retrying transient failures with backoff.
+        """GET ``path`` from each source in order, retrying as ``sources.next_step`` says.
 
         A definitive answer (not found, gated...) from a mirror still lets the next source
         answer; the last definitive error is raised when no source succeeds.
@@ -137,9 +138,7 @@ class HubClient:
         last_problem: str | None = None
         for index, source in enumerate(sources):
             is_last = index == len(sources) - 1
-            attempts = 1 if quick else (self.policy.max_retries + 1 if is_last else 3)
-            for attempt in range(1, attempts + 1):
-                retry_after = None
+            for attempt in itertools.count(1):
                 try:
                     response = request_following_redirects(
                         self.session(),
@@ -155,10 +154,11 @@ class HubClient:
                     last_problem = f"{source.host}: {describe_transport_error(exc)}"
                     certificate = tls_error(exc, source.host)
                     if certificate is not None:
-                        last_error = certificate
-                        break
-                    if not is_last and is_unreachable(exc) and self.pool.unreachable(source):
-                        break
+                        last_error, failure = certificate, Failure(Outcome.TLS)
+                    elif is_unreachable(exc):
+                        failure = Failure(Outcome.UNREACHABLE)
+                    else:
+                        failure = Failure(Outcome.TRANSIENT)
                 else:
                     if response.status_code == 200:
                         data = _read_json(response, source)
@@ -167,14 +167,16 @@ class HubClient:
                     error = error_from_response(response, what)
                     response.close()
                     if error is not None:
-                        last_error = error
-                        break
-                    last_problem = f"{source.host}: HTTP {response.status_code}"
-                    retry_after = parse_retry_after(response)
-                if attempt == attempts:
-                    self.pool.failed(source)
-                else:
-                    self.policy.sleep(self.policy.delay(attempt, retry_after))
+                        last_error, failure = error, Failure(Outcome.ANSWER)
+                    else:
+                        last_problem = f"{source.host}: HTTP {response.status_code}"
+                        failure = Failure(Outcome.TRANSIENT, parse_retry_after(response))
+                retry = self.pool.settle(
+                    source, failure, attempt, is_last=is_last, policy=self.policy, quick=quick
+                )
+                if retry is None:
+                    break
+                self.policy.sleep(retry.delay)
         if last_error is not None:
             raise last_error
         raise self.pool.exhausted_error(what, last_problem)

@@ -1,4 +1,11 @@
-"""Ordered download sources (mirrors first, then the origin), their health, and retry timing."""
+"""Ordered download sources (mirrors first, then the origin), their health, and retry timing.
+
+The retry ladder (``next_step``) is one pure function for the API client and the blob fetcher:
+3 attempts per mirror and ``max_retries + 1`` on the last source; a TLS error or a definitive
+answer (not found, gated...) moves on to the next source at once; an unreachable source is
+dropped for the run unless it is the last; anything else is retried after a backoff that
+honours Retry-After. ``SourcePool.settle`` applies a step to the pool.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from hfpull.errors import NetworkError
 from hfpull.hub.http import host_of, origin
@@ -69,6 +77,30 @@ class SourcePool:
                 source.dropped = True
             return bool(others)
 
+    def settle(
+        self,
+        source: Source,
+        failure: Failure,
+        failures: int,
+        *,
+        is_last: bool,
+        policy: RetryPolicy,
+        quick: bool = False,
+    ) -> Retry | None:
+        """Follow :func:`next_step` for ``source`` after its ``failures``-th failure in a row:
+        a Retry means wait ``delay`` and try it again; None means leave it (after counting
+        the failure or dropping the source when the step says so)."""
+        step = next_step(failure, failures, is_last=is_last, policy=policy, quick=quick)
+        if step is Leave.DROP:
+            if self.unreachable(source):
+                return None
+            # Every other source was dropped meanwhile: keep retrying this one.
+            transient = Failure(Outcome.TRANSIENT, failure.retry_after)
+            step = next_step(transient, failures, is_last=is_last, policy=policy, quick=quick)
+        if step is Leave.FAILED:
+            self.failed(source)
+        return step if isinstance(step, Retry) else None
+
     def describe(self) -> str:
         return ", ".join(s.host for s in self.sources)
 
@@ -105,3 +137,52 @@ class RetryPolicy:
         if retry_after is not None:
             return float(min(self.retry_after_max, max(backoff, retry_after)))
         return float(backoff)
+
+
+class Outcome(Enum):
+    """How one attempt on a source failed, as far as retrying goes."""
+
+    TRANSIENT = "transient"  # timeout, reset, 5xx/429, a response that fails its checks
+    ANSWER = "answer"  # a definitive answer (not found, gated...): another source may differ
+    TLS = "tls"  # a certificate error: retrying cannot fix it
+    UNREACHABLE = "unreachable"  # refused, unknown host: no connection at all
+
+
+@dataclass(frozen=True)
+class Failure:
+    outcome: Outcome
+    retry_after: float | None = None  # the server's Retry-After, in seconds
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float  # seconds to wait before the next attempt on the same source
+
+
+class Leave(Enum):
+    """Stop using a source for this request; after the last source the caller gives up."""
+
+    NEXT = "next"  # move on
+    FAILED = "failed"  # move on, counting it against the source (SourcePool.failed)
+    DROP = "drop"  # move on, dropping the source for the run (SourcePool.unreachable)
+
+
+def attempts_on(is_last: bool, policy: RetryPolicy, quick: bool = False) -> int:
+    """Attempts one request gets on one source: a mirror gives way to the next source soon."""
+    if quick:
+        return 1
+    return policy.max_retries + 1 if is_last else 3
+
+
+def next_step(
+    failure: Failure, failures: int, *, is_last: bool, policy: RetryPolicy, quick: bool = False
+) -> Retry | Leave:
+    """The retry ladder: what to do after the ``failures``-th failure in a row on one source
+    (``is_last``: no source comes after it in this request)."""
+    if failure.outcome in (Outcome.ANSWER, Outcome.TLS):
+        return Leave.NEXT
+    if failure.outcome is Outcome.UNREACHABLE and not is_last:
+        return Leave.DROP
+    if failures >= attempts_on(is_last, policy, quick):
+        return Leave.FAILED
+    return Retry(policy.delay(failures, failure.retry_after))
