@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hfpull.errors import HfpullError, NetworkError, NotFoundError
+from hfpull.fs import atomic_write
 from hfpull.hashing import lfs_pointer
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE
@@ -206,10 +206,8 @@ class MetadataCache:
     def _save(self, key: str, record: dict[str, Any]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         record = {**record, "key": key, "saved_at": time.time()}
-        tmp.write_text(json.dumps(record), "utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(record).encode())
         self._remember(key, record)
 
     def _remember(self, key: str, record: dict[str, Any]) -> None:
