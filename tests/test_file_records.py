@@ -112,3 +112,16 @@ def test_every_reader_refuses_the_same_hashes(
         read_lock(_lock(tmp_path, 10, blob_id, sha256))
     with pytest.raises(UnsafeInputError, match=r"invalid (git sha1|sha256) in manifest"):
         parse_manifest(_manifest(10, blob_id, sha256 if sha256 is not None else SHA256))
+
+
+def test_a_trailing_newline_never_passes_for_an_id_or_hash() -> None:
+    from hfpull.errors import UsageError
+    from hfpull.names import check_commit, check_sha256, validate_repo_id
+
+    with pytest.raises(UnsafeInputError):
+        check_commit("a" * 40 + "\n", "test")
+    with pytest.raises(UnsafeInputError):
+        check_sha256("b" * 64 + "\n", "test")
+    with pytest.raises(UsageError):
+        validate_repo_id("org/model\n")
+    assert check_commit("a" * 40, "test") == "a" * 40

@@ -15,9 +15,9 @@ from hfpull.models import REPO_TYPES
 
 # Same rule as huggingface_hub: optional single namespace, [\w\-.] names, at most 96 chars.
 _REPO_PART = r"[\w\-.]{1,96}"
-_REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REPO_ID_RE = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}\Z")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")  # \Z: "$" would allow a trailing newline
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _WINDOWS_RESERVED = {
