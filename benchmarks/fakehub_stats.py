@@ -1,9 +1,10 @@
 """The fake Hub (tests/fakehub) in its own process, plus a stats listener for benchmarks.
 
-    python -m benchmarks.fakehub_stats --file w.safetensors=/tmp/big.bin --throttle BYTES_PER_S \
-        --info-file F
+    python -m benchmarks.fakehub_stats --file org/model:w.safetensors=/tmp/big.bin \
+        [--file org/other:x.bin=/tmp/x.bin ...] --throttle BYTES_PER_S --info-file F
 
-Same hub as `python -m tests.fakehub` (nothing under tests/ is changed), with two additions:
+Same hub as `python -m tests.fakehub` (nothing under tests/ is changed), with any number of
+repos (one commit on main each), and two additions:
 - every request gets two timestamps, `time.monotonic()` when its headers were parsed and when
   its response started (CLOCK_MONOTONIC is system-wide on Linux, so another process on this
   machine can compare them with its own clock);
@@ -92,18 +93,18 @@ def _stats_server(hub: FakeHub) -> ThreadingHTTPServer:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fakehub_stats")
-    parser.add_argument("--repo", default="org/model")
-    parser.add_argument("--file", action="append", default=[], metavar="PATH=LOCAL")
+    parser.add_argument("--file", action="append", default=[], metavar="REPO:PATH=LOCAL")
     parser.add_argument("--lfs-threshold", type=int, default=1024)
     parser.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S")
     parser.add_argument("--info-file", type=Path, required=True)
     args = parser.parse_args(argv)
-    files: dict[str, bytes | Path] = {}
+    repos: dict[str, dict[str, bytes | Path]] = {}
     for spec in args.file:
         name, sep, local = spec.partition("=")
-        if not sep:
-            parser.error(f"--file expects PATH=LOCAL, got {spec!r}")
-        files[name] = Path(local)
+        repo, colon, path = name.partition(":")
+        if not (sep and colon):
+            parser.error(f"--file expects REPO:PATH=LOCAL, got {spec!r}")
+        repos.setdefault(repo, {})[path] = Path(local)
 
     _instrument()
     done = threading.Event()
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(sig, lambda *_: done.set())
     with FakeHub() as hub:
         hub.throttle_rate = args.throttle
-        hub.add_repo(args.repo, files, lfs_threshold=args.lfs_threshold)
+        for repo, files in repos.items():
+            hub.add_repo(repo, files, lfs_threshold=args.lfs_threshold)
         server = _stats_server(hub)
         info = {
             "hub": hub.url,

@@ -38,7 +38,7 @@ class Response:
     status: int
     headers: dict[str, str]  # lower-case names
     nbytes: int  # body bytes received (after de-chunking)
-    sha256: str | None
+    sha256: str | None  # of the body bytes received (all of them only when complete)
     started: float
     headers_at: float
     first_byte_at: float | None
@@ -259,7 +259,7 @@ class Session:
                 redirects += 1
                 continue
             break
-        sha = ex.hasher.hexdigest() if ex.hasher is not None and not ex.cut else None
+        sha = ex.hasher.hexdigest() if ex.hasher is not None else None
         return Response(
             url, ex.status, ex.headers, ex.nbytes, sha, started, ex.headers_at,
             ex.first_byte_at, ex.ended_at, redirects, not ex.cut,
