@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +52,8 @@ WARMUP_REPO, PROBE_FILE = "org/warmup", "p.safetensors"
 PROBE_MAX = 256 * MiB  # 8 segments of 32 MiB: all 8 of hfpull's connections start, as for 1 GiB
 WARMUP_SIZE = 4 * MiB
 PART_MAX = 64 * MiB  # each of the N clients reads one range of this size
+CROWD_BUFFER = 64 << 10  # receive buffer per connection of the N clients (see httpclient)
+NEWCOMER = 64 << 10  # the newcomer probe's Range GET
 LFS_THRESHOLD = 1 * MiB
 OLAH_VENV = ROOT / "benchmarks" / ".olah-venv"
 START_TIMEOUT = 90.0
@@ -374,25 +377,39 @@ def full_get(url: str, blob: Blob, hash_body: bool = True, head_first: bool = Fa
     return asyncio.run(_full(url, blob, hash_body, head_first))
 
 
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass(frozen=True)
 class Crowd:
     responses: list[Response]
-    wall: float
+    wall: float  # first client's start to the last body byte
     nbytes: int
+    lags: list[float]  # this process's event loop: how late a 1 ms sleep woke, s
+    newcomer: list[float]  # TTFB of a separate client process's requests during the run, s
+    idle: list[float]  # the same client's TTFB just before the run, s
 
     def ttfb(self, q: float) -> float:
-        values = sorted(r.ttfb for r in self.responses)
-        return values[min(len(values) - 1, int(q * len(values)))] if q < 1 else values[-1]
+        return quantile([r.ttfb for r in self.responses], q)
 
 
 async def _crowd(url: str, blob: Blob, n: int, part: int, stagger: float, hashed: bool) -> Crowd:
     slots = blob.size // part
-    started = time.monotonic()
+    lags: list[float] = []
+    running = True
+
+    async def monitor() -> None:
+        while running:
+            before = time.monotonic()
+            await asyncio.sleep(0.001)
+            lags.append(time.monotonic() - before - 0.001)
 
     async def one(i: int) -> Response:
         await asyncio.sleep(i * stagger)
         start = (i % slots) * part
-        session = Session()
+        session = Session(CROWD_BUFFER)
         try:
             r = await session.request(
                 "GET", url, {"Range": f"bytes={start}-{start + part - 1}"}, hash_body=hashed
@@ -402,15 +419,61 @@ async def _crowd(url: str, blob: Blob, n: int, part: int, stagger: float, hashed
         check_body(r, blob, f"client {i}: GET {url} bytes={start}-", start, part)
         return r
 
-    responses = await asyncio.gather(*(one(i) for i in range(n)))
+    lag_task = asyncio.create_task(monitor())
+    started = time.monotonic()
+    try:
+        responses = await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        running = False
+        await lag_task
     wall = max(r.ended_at for r in responses) - started
-    return Crowd(list(responses), wall, sum(r.nbytes for r in responses))
+    return Crowd(list(responses), wall, sum(r.nbytes for r in responses), lags, [], [])
 
 
 def crowd(
     url: str, blob: Blob, n: int, part: int, stagger: float = 0.0, hashed: bool = False
 ) -> Crowd:
-    return asyncio.run(_crowd(url, blob, n, part, stagger, hashed))
+    """N clients in this process; with `hashed` False, a newcomer probe runs alongside."""
+    if hashed:
+        return asyncio.run(_crowd(url, blob, n, part, stagger, hashed))
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.ttfb_probe", url, "--range", f"0-{NEWCOMER - 1}"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert probe.stdin is not None and probe.stdout is not None
+    try:
+        check(probe.stdout.readline().strip() == "ready", "the newcomer probe did not start")
+        time.sleep(0.5)  # a few samples on the idle server first
+        begun = time.monotonic()
+        run = asyncio.run(_crowd(url, blob, n, part, stagger, hashed))
+        ended = time.monotonic()
+    finally:
+        probe.stdin.close()
+        samples = json.loads(probe.stdout.read() or "[]")
+        probe.wait(60)
+    for _started, _ttfb, status, nbytes in samples:
+        check(status == 206 and nbytes == NEWCOMER, f"newcomer probe got {status}, {nbytes} B")
+    during = [t for s0, t, _, _ in samples if s0 >= begun and s0 + t <= ended]
+    idle = [t for s0, t, _, _ in samples if s0 + t < begun]
+    return dataclasses.replace(run, newcomer=during, idle=idle)
+
+
+async def _burst(url: str, n: int) -> list[float]:
+    async def one() -> float:
+        session = Session(CROWD_BUFFER)
+        try:
+            r = await session.request("GET", url)
+        finally:
+            session.close()
+        check(r.status == 200, f"GET {url} answered {r.status}")
+        return r.ttfb
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def burst(url: str, n: int) -> list[float]:
+    """TTFB of N small GETs sent at once: what setting up N connections costs here."""
+    return asyncio.run(_burst(url, n))
 
 
 @dataclass(frozen=True)
@@ -619,11 +682,27 @@ def measure_mirror(
         if stagger == 0:
             got.hit_n = rate
         p50 = run.ttfb(0.5)
+        lag = f"{ms(statistics.median(run.lags))} / {ms(max(run.lags))}"
         rep.row(name, f"hit, {n} clients × {part // MiB} MiB, {label}", run.wall, run.nbytes,
                 f"{ms(p50)} / {ms(run.ttfb(0.95))}",
                 f"{rate_target} aggregate: {verdict(rate >= HIT_RATE)}; "
                 f"TTFB p50 < {ms(HIT_TTFB_P50)}: {verdict(p50 < HIT_TTFB_P50)}",
-                f"TTFB p50 / p95, max {ms(run.ttfb(1))}; {cpu}")  # fmt: skip
+                f"TTFB p50 / p95 (max {ms(run.ttfb(1))}); client loop lag p50 / max {lag}; "
+                f"{cpu}")  # fmt: skip
+        if run.newcomer:
+            p50 = statistics.median(run.newcomer)
+            idle = f"{ms(statistics.median(run.idle))}" if run.idle else "n/a"
+            rep.row(name, f"… newcomer during that run ({NEWCOMER >> 10} KiB range, own process)",
+                    ttfb=f"{ms(p50)} / {ms(quantile(run.newcomer, 0.95))}",
+                    target=f"TTFB p50 < {ms(HIT_TTFB_P50)}: {verdict(p50 < HIT_TTFB_P50)}",
+                    note=f"{len(run.newcomer)} requests, one at a time, new connection each; "
+                    f"idle server before the run: p50 {idle}")  # fmt: skip
+    if name == "hfpull":
+        floor = burst(srv.url + "/healthz", n)
+        rep.row(name, f"… calibration: {n} × GET /healthz at once (no file, no thread hop)",
+                ttfb=f"{ms(statistics.median(floor))} / {ms(quantile(floor, 0.95))}",
+                note="the floor of an all-at-once TTFB on this machine: connection setup and "
+                "request handling for N clients, client and server sharing the CPUs")  # fmt: skip
     hub_after = hub.stats()
     sent = hub_after["cdn_body_bytes"] - hub_before["cdn_body_bytes"]
     asked = len(hub_after["requests"]) - len(hub_before["requests"])
