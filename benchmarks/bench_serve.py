@@ -698,7 +698,7 @@ def measure_mirror(
             rep.row(name, f"… newcomer during that run ({NEWCOMER >> 10} KiB range, own process)",
                     ttfb=f"{ms(p50)} / {ms(quantile(run.newcomer, 0.95))}",
                     target=f"TTFB p50 < {ms(HIT_TTFB_P50)}: {verdict(p50 < HIT_TTFB_P50)}",
-                    note=f"{len(run.newcomer)} requests, one at a time, new connection each; "
+                    note=f"requests: {len(run.newcomer)}, one at a time, a new connection each; "
                     f"idle server before the run: p50 {idle}")  # fmt: skip
     if name == "hfpull":
         floor = burst(srv.url + "/healthz", n)
