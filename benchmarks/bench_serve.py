@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,8 +43,6 @@ MiB = 1 << 20
 GB = 10**9
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from tests.serve_helpers import free_port  # noqa: E402
 
 from benchmarks.bench_get import clean_env, process_cpu_seconds  # noqa: E402
 from benchmarks.httpclient import Response, Session  # noqa: E402
@@ -171,6 +170,12 @@ def fake_hub(repos: dict[str, dict[str, Path]], cap: int, workdir: Path) -> Iter
         yield Hub(urls["hub"], urls["cdn"], urls["stats"])
     finally:
         stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
