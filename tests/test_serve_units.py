@@ -158,3 +158,18 @@ def test_a_commit_answer_is_kept_and_a_branch_answer_revalidates_after_its_ttl(
     with pytest.raises(NotFoundError):
         cache.snapshot(REPO, "gone")  # the not-found answer is remembered for a while
     assert upstream.resolves.count("gone") == 1
+
+
+def test_the_hit_path_finds_fresh_snapshots_in_memory_only(tmp_path: Path) -> None:
+    upstream = _Upstream()
+    cache = _cache(tmp_path, upstream, ttl=600.0)
+    assert cache.fresh_file(REPO, "main", "x") is None  # not known: the slow path asks
+    cache.snapshot(REPO, "main")
+    found = cache.fresh_file(REPO, "main", "x")
+    assert found is not None and found[0].commit == COMMIT and found[1] is not None
+    assert found[1].path == "x" and cache.fresh_file(REPO, "main", "nope") == (found[0], None)
+    stale = _cache(tmp_path, upstream, ttl=0.0)  # branch answers expire at once
+    stale.snapshot(REPO, COMMIT)
+    stale.snapshot(REPO, "main")
+    assert stale.fresh_file(REPO, COMMIT, "x") is not None  # a commit never expires
+    assert stale.fresh_file(REPO, "main", "x") is None  # in memory, but due for revalidation

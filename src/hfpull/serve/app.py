@@ -215,10 +215,18 @@ async def _paths_info(
 async def _resolve(
     request: web.Request, mirror: Mirror, target: Resolve, revalidate: bool
 ) -> web.StreamResponse:
-    snapshot, _ = await mirror.blocking(
-        mirror.metadata.snapshot, target.repo, target.revision, revalidate
+    known = (
+        None
+        if revalidate
+        else mirror.metadata.fresh_file(target.repo, target.revision, target.path)
     )
-    file = next((f for f in snapshot.files if f.path == target.path), None)
+    if known is not None:  # a hit's metadata from memory: no thread hop, no disk
+        snapshot, file = known
+    else:
+        snapshot, _ = await mirror.blocking(
+            mirror.metadata.snapshot, target.repo, target.revision, revalidate
+        )
+        file = next((f for f in snapshot.files if f.path == target.path), None)
     if file is None:
         response = _error(404, "EntryNotFound", f"{target.path} is not in {target.repo.repo_id}")
         response.headers["X-Repo-Commit"] = snapshot.commit

@@ -31,6 +31,7 @@ from hfpull.names import COMMIT_RE
 
 NEGATIVE_TTL = 30.0
 MEMORY_RECORDS = 4096  # parsed answers kept in memory (the rest are re-read from disk)
+PARSED_SNAPSHOTS = 256  # snapshots kept as objects with a path index, for the hit path
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class MetadataCache:
         self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._locks: dict[str, list[Any]] = {}  # key -> [lock, users]; dropped when unused
         self._guard = threading.Lock()
+        # parsed snapshots with a path index, for hits answered on the event loop
+        self._parsed: OrderedDict[str, tuple[dict[str, Any], Snapshot, dict[str, RemoteFile]]]
+        self._parsed = OrderedDict()
 
     # -- snapshots for resolve requests ---------------------------------------------------
 
@@ -103,6 +107,26 @@ class MetadataCache:
         # commit whose files we know (snapshot_download asks by branch, fetches by commit)
         snapshot, _ = self.snapshot(repo, known)
         return dataclasses.replace(snapshot, revision=revision), "STALE"
+
+    def fresh_file(
+        self, repo: RepoRef, revision: str, path: str
+    ) -> tuple[Snapshot, RemoteFile | None] | None:
+        """A fresh snapshot already in memory and the file at ``path`` in it; None when the
+        answer needs the disk or upstream. Never blocks: the hit path calls it on the loop."""
+        key = f"snap/{repo.repo_type}/{repo.repo_id}/{revision}"
+        with self._guard:
+            record = self._memory.get(key)
+            parsed = self._parsed.get(key)
+        if record is None or not self._fresh(revision, record, False):
+            return None
+        if parsed is None or parsed[0] is not record:
+            snapshot = _snapshot_from(repo, revision, record)
+            parsed = (record, snapshot, {f.path: f for f in snapshot.files})
+            with self._guard:
+                self._parsed[key] = parsed
+                while len(self._parsed) > PARSED_SNAPSHOTS:
+                    self._parsed.popitem(last=False)
+        return parsed[1], parsed[2].get(path)
 
     def remember_commit(self, repo: RepoRef, revision: str, commit: str) -> None:
         """Note which commit a branch named when upstream last answered for it."""
