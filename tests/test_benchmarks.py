@@ -89,3 +89,22 @@ def test_bench_offline_runs_and_reports_every_step(tmp_path: Path) -> None:
         for step in ("pack", "unpack", "verify archive")
     ] + ["verify cached snapshot"]
     assert out.read_text().strip() == result.stdout.strip()
+
+
+@pytest.mark.slow
+def test_bench_serve_quick_reports_every_hfpull_row(tmp_path: Path) -> None:
+    out = tmp_path / "serve.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_serve.py"), "--quick", "--no-olah",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| hfpull |")]
+    scenarios = " ".join(rows)
+    for expected in ("cold HEAD", "GET after HEAD", "cold miss, full body", "hit, 1 client",
+                     "50 clients", "newcomer", "memory"):  # fmt: skip
+        assert expected in scenarios, result.stdout
+    assert "olah |" not in result.stdout.replace("hfpull / olah", "")
+    assert out.read_text() == result.stdout
