@@ -37,6 +37,7 @@ from hfpull.fs import unlink_quiet
 from hfpull.models import RemoteFile
 
 JOURNAL_FORMAT = 2
+ADOPT_RESCANS = 24  # looks for bytes another claimant is adopting; at most ~0.9 s of waits
 JOURNAL_INTERVAL = 0.1  # seconds between journal writes while bytes arrive
 COPY_CHUNK = 64 << 20
 
@@ -453,14 +454,18 @@ def _take_over(
     fd = -1
     try:
         done = IntervalSet()
-        for rescan in range(8):
+        for rescan in range(ADOPT_RESCANS):
             # Look again when a candidate vanished (a loser just took it), or a journal names
-            # ranges whose file we did not see (readdir may miss a file renamed meanwhile).
+            # ranges whose file we did not see: readdir may miss a file renamed meanwhile, or
+            # its claimant is between naming the ranges and renaming the file (a few syscalls,
+            # but a descheduled thread can take milliseconds: wait a little, then look again).
             found = names.tokens()
             found.pop(token, None)
             best = _best_candidate(names, file, found)
             if best is None:
-                if rescan < 7 and _unseen_data(names, file, found):
+                if rescan < ADOPT_RESCANS - 1 and _unseen_data(names, file, found):
+                    if rescan >= 2:
+                        time.sleep(min(0.05, 0.001 * 2 ** (rescan - 2)))
                     continue
                 break
             other, record = best
