@@ -328,3 +328,29 @@ def test_an_air_gapped_mirror_seeded_from_an_hf_cache_serves_it_offline(
         broken = requests.get(f"{url}/org/model/resolve/main/config.json", timeout=10)
         assert broken.status_code >= 500 and broken.headers["X-Error-Code"]  # refused, not served
     assert "damaged blobs" in next(tmp_path.glob("serve-*.log")).read_text()
+
+
+def test_aria2c_style_segments_on_a_cold_blob_are_byte_exact_from_one_upstream_fetch(
+    tmp_path: Path, fake_hub: FakeHub, mirror: str
+) -> None:
+    data = os.urandom(6 * MiB + 123)
+    fake_hub.add_repo("org/seg", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("throttle", match="/cdn/", rate=2 * MiB))
+    url = f"{mirror}/org/seg/resolve/main/w.safetensors"
+    step = len(data) // 8 + 1
+    parts: dict[int, bytes] = {}
+
+    def segment(start: int) -> None:
+        end = min(start + step, len(data)) - 1
+        response = requests.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=90)
+        assert response.status_code == 206
+        parts[start] = response.content
+
+    threads = [threading.Thread(target=segment, args=(s,)) for s in range(0, len(data), step)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert b"".join(parts[s] for s in sorted(parts)) == data
+    assert len(data) <= fake_hub.bytes_sent("/cdn/") <= len(data) + MiB
+    assert requests.get(mirror + "/healthz", timeout=5).json()["fills"] == 1
