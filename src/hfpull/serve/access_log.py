@@ -35,10 +35,6 @@ class JsonAccessLogger(AbstractAccessLogger):
         }
         self.logger.info(json.dumps(record, ensure_ascii=False))
 
-    @property
-    def enabled(self) -> bool:
-        return True
-
 
 def file_logger(path: Path) -> logging.Logger:
     logger = logging.getLogger("hfpull.serve.access")
