@@ -65,7 +65,7 @@ class MetadataCache:
         self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._locks: dict[str, list[Any]] = {}  # key -> [lock, users]; dropped when unused
         self._guard = threading.Lock()
-        # parsed snapshots with a path index, for hits answered on the event loop
+        # parsed snapshots with a path index (hits are answered from them on the loop)
         self._parsed: OrderedDict[str, tuple[dict[str, Any], Snapshot, dict[str, RemoteFile]]]
         self._parsed = OrderedDict()
 
@@ -78,10 +78,10 @@ class MetadataCache:
         with self._lock(key):
             saved = self._load(key)
             if saved is not None and self._fresh(revision, saved, revalidate):
-                return _snapshot_from(repo, revision, saved), "HIT"
+                return self._parsed_snapshot(key, repo, revision, saved)[0], "HIT"
             if self.offline:
                 if saved is not None:
-                    return _snapshot_from(repo, revision, saved), "HIT"
+                    return self._parsed_snapshot(key, repo, revision, saved)[0], "HIT"
                 known = self._known_commit(repo, revision)
                 if known is None:
                     raise Offline(
@@ -96,7 +96,7 @@ class MetadataCache:
                     raise
                 except NetworkError:
                     if saved is not None:
-                        return _snapshot_from(repo, revision, saved), "STALE"
+                        return self._parsed_snapshot(key, repo, revision, saved)[0], "STALE"
                     known = self._known_commit(repo, revision)
                     if known is None:
                         raise
@@ -116,9 +116,17 @@ class MetadataCache:
         key = f"snap/{repo.repo_type}/{repo.repo_id}/{revision}"
         with self._guard:
             record = self._memory.get(key)
-            parsed = self._parsed.get(key)
         if record is None or not self._fresh(revision, record, False):
             return None
+        snapshot, by_path = self._parsed_snapshot(key, repo, revision, record)
+        return snapshot, by_path.get(path)
+
+    def _parsed_snapshot(
+        self, key: str, repo: RepoRef, revision: str, record: dict[str, Any]
+    ) -> tuple[Snapshot, dict[str, RemoteFile]]:
+        """The Snapshot of a record, with a path index, built once per record."""
+        with self._guard:
+            parsed = self._parsed.get(key)
         if parsed is None or parsed[0] is not record:
             snapshot = _snapshot_from(repo, revision, record)
             parsed = (record, snapshot, {f.path: f for f in snapshot.files})
@@ -126,7 +134,7 @@ class MetadataCache:
                 self._parsed[key] = parsed
                 while len(self._parsed) > PARSED_SNAPSHOTS:
                     self._parsed.popitem(last=False)
-        return parsed[1], parsed[2].get(path)
+        return parsed[1], parsed[2]
 
     def remember_commit(self, repo: RepoRef, revision: str, commit: str) -> None:
         """Note which commit a branch named when upstream last answered for it."""
