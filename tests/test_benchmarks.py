@@ -41,19 +41,21 @@ def first_table(report: str) -> list[list[str]]:
     return [r for r in rows if not set("".join(r)) <= set("-:")]  # drop the |---| line
 
 
+def run_bench(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with no HF_/HFPULL_ settings from the caller; it must exit 0."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
 def test_bench_get_quick(tmp_path: Path) -> None:
     out = tmp_path / "report.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_bench(SCRIPT.name, "--quick", "--out", str(out))
     assert proc.stdout.startswith("Machine: ")
 
     table = first_table(proc.stdout)
@@ -73,13 +75,7 @@ def test_bench_get_quick(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_offline_runs_and_reports_every_step(tmp_path: Path) -> None:
     out = tmp_path / "offline.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_offline.py"), "--size-mib", "16",
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    result = run_bench("bench_offline.py", "--size-mib", "16", "--out", str(out))
     steps = [
         line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")
     ]
@@ -94,13 +90,7 @@ def test_bench_offline_runs_and_reports_every_step(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_serve_quick_reports_every_hfpull_row(tmp_path: Path) -> None:
     out = tmp_path / "serve.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_serve.py"), "--quick", "--no-olah",
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HFPULL_"))},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_bench("bench_serve.py", "--quick", "--no-olah", "--out", str(out), timeout=900)
     rows = [line for line in result.stdout.splitlines() if line.startswith("| hfpull |")]
     scenarios = " ".join(rows)
     for expected in ("cold HEAD", "GET after HEAD", "cold miss, full body", "hit, 1 client",

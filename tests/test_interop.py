@@ -38,6 +38,21 @@ def model_files() -> dict[str, bytes]:
     }
 
 
+# transformers and huggingface_hub load model_files() as "org/model"; it prints LOADED
+LOAD_MODEL = """
+    from transformers import AutoConfig, AutoTokenizer
+    from huggingface_hub import hf_hub_download
+    from safetensors.numpy import load_file
+    config = AutoConfig.from_pretrained("org/model")
+    tokenizer = AutoTokenizer.from_pretrained("org/model")
+    weights = load_file(hf_hub_download("org/model", "model.safetensors"))
+    print(config.model_type, config.hidden_size)
+    print(tokenizer("hello world")["input_ids"])
+    print(float(weights["layer.weight"].sum()))
+    """
+LOADED = ["bert 256", "[1, 2]", str(float(WEIGHTS["layer.weight"].sum()))]
+
+
 def run_python(code: str, env: dict[str, str]) -> str:
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -91,23 +106,8 @@ def test_from_pretrained_loads_offline_from_hfpull_cache(
 ) -> None:
     fake_hub.add_repo("org/model", model_files())
     download("org/model", settings=fast_settings(fake_hub.url, tmp_path / "cache"))
-    out = run_python(
-        """
-        from transformers import AutoConfig, AutoTokenizer
-        from huggingface_hub import hf_hub_download
-        from safetensors.numpy import load_file
-        config = AutoConfig.from_pretrained("org/model")
-        tokenizer = AutoTokenizer.from_pretrained("org/model")
-        weights = load_file(hf_hub_download("org/model", "model.safetensors"))
-        print(config.model_type, config.hidden_size)
-        print(tokenizer("hello world")["input_ids"])
-        print(float(weights["layer.weight"].sum()))
-        """,
-        {**hf_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    ).splitlines()
-    assert out[0] == "bert 256"
-    assert out[1] == "[1, 2]"
-    assert float(out[2]) == float(WEIGHTS["layer.weight"].sum())
+    offline = {**hf_env, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    assert run_python(LOAD_MODEL, offline).splitlines() == LOADED
 
 
 def test_hfpull_reuses_blobs_huggingface_hub_downloaded(

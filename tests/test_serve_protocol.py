@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from tests.conftest import cli_env
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB
 from tests.serve_helpers import running_mirror
-from tests.test_interop import WEIGHTS, model_files, run_python
+from tests.test_interop import LOAD_MODEL, LOADED, model_files, run_python
 
 AWKWARD = [
     "odd/a#b.txt",
@@ -44,6 +45,27 @@ def mirror(tmp_path: Path, fake_hub: FakeHub) -> str:
         yield url  # type: ignore[misc]
 
 
+class ForeignHost:
+    """A listener standing for a host the mirror must never contact."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.host = f"127.0.0.1:{sock.getsockname()[1]}"
+
+    def assert_never_contacted(self) -> None:
+        with pytest.raises(socket.timeout):
+            self.sock.accept()
+
+
+@pytest.fixture
+def foreign() -> Iterator[ForeignHost]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        sock.settimeout(0.2)
+        yield ForeignHost(sock)
+
+
 def _client_env(tmp_path: Path, url: str, cache: str) -> dict[str, str]:
     return cli_env(tmp_path, HF_ENDPOINT=url, HF_HUB_CACHE=str(tmp_path / cache),
                    HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
@@ -60,21 +82,9 @@ def test_transformers_loads_through_the_mirror_and_the_second_client_costs_nothi
     tmp_path: Path, fake_hub: FakeHub, mirror: str
 ) -> None:
     fake_hub.add_repo("org/model", model_files())
-    code = """
-        from transformers import AutoConfig, AutoTokenizer
-        from huggingface_hub import hf_hub_download
-        from safetensors.numpy import load_file
-        config = AutoConfig.from_pretrained("org/model")
-        tokenizer = AutoTokenizer.from_pretrained("org/model")
-        weights = load_file(hf_hub_download("org/model", "model.safetensors"))
-        print(config.model_type, config.hidden_size)
-        print(tokenizer("hello world")["input_ids"])
-        print(float(weights["layer.weight"].sum()))
-        """
-    expected = ["bert 256", "[1, 2]", str(float(WEIGHTS["layer.weight"].sum()))]
-    assert run_python(code, _client_env(tmp_path, mirror, "a")).splitlines() == expected
+    assert run_python(LOAD_MODEL, _client_env(tmp_path, mirror, "a")).splitlines() == LOADED
     fake_hub.reset_log()
-    assert run_python(code, _client_env(tmp_path, mirror, "b")).splitlines() == expected
+    assert run_python(LOAD_MODEL, _client_env(tmp_path, mirror, "b")).splitlines() == LOADED
     assert fake_hub.bytes_sent("/resolve/") + fake_hub.bytes_sent("/cdn/") == 0
 
 
@@ -264,24 +274,15 @@ def test_a_renamed_repo_is_followed_by_the_mirror(
 
 
 def test_an_upstream_redirect_to_a_foreign_host_is_refused(
-    tmp_path: Path, fake_hub: FakeHub, mirror: str
+    tmp_path: Path, fake_hub: FakeHub, mirror: str, foreign: ForeignHost
 ) -> None:
     fake_hub.add_repo("org/model", {"config.json": b"{}"})
-    foreign = socket.socket()
-    foreign.bind(("127.0.0.1", 0))
-    foreign.listen(8)
-    foreign.settimeout(0.2)
-    port = foreign.getsockname()[1]
     fake_hub.faults.append(Fault("redirect", match="/api/models/org/model",
-                                 location=f"http://127.0.0.1:{port}/steal"))  # fmt: skip
-    try:
-        answer = requests.get(f"{mirror}/api/models/org/model/revision/main", timeout=30)
-        assert answer.status_code == 502 and answer.headers["X-Error-Code"]
-        assert f"127.0.0.1:{port}" not in answer.headers.get("Location", "")
-        with pytest.raises(socket.timeout):
-            foreign.accept()  # nobody ever connected to the foreign host
-    finally:
-        foreign.close()
+                                 location=f"http://{foreign.host}/steal"))  # fmt: skip
+    answer = requests.get(f"{mirror}/api/models/org/model/revision/main", timeout=30)
+    assert answer.status_code == 502 and answer.headers["X-Error-Code"]
+    assert foreign.host not in answer.headers.get("Location", "")
+    foreign.assert_never_contacted()
 
 
 def test_the_access_log_is_one_json_line_per_request_without_secrets(
@@ -459,28 +460,19 @@ def _raw_request(port: int, target: str) -> tuple[int, dict[str, str]]:
 
 
 def test_hostile_request_lines_sent_verbatim_get_400_and_fetch_nothing(
-    tmp_path: Path, fake_hub: FakeHub, mirror: str
+    tmp_path: Path, fake_hub: FakeHub, mirror: str, foreign: ForeignHost
 ) -> None:
     fake_hub.add_repo("org/model", {"x": b"1"})
-    foreign = socket.socket()
-    foreign.bind(("127.0.0.1", 0))
-    foreign.listen(8)
-    foreign.settimeout(0.2)
-    host = f"127.0.0.1:{foreign.getsockname()[1]}"
     fake_hub.reset_log()
     port = int(mirror.rsplit(":", 1)[1])
-    try:
-        for raw in RAW_HOSTILE:
-            target = raw.format(foreign=host)
-            status, headers = _raw_request(port, target)
-            traversal = any(m in target.lower() for m in ("..", "%2e%2e", "%00", "%5c"))
-            if traversal or not target.startswith("/") or target.startswith("//"):
-                assert status == 400, (target, status)
-            else:
-                assert status in (400, 404), (target, status)  # no such route
-            assert headers.get("X-Error-Code"), target
-        with pytest.raises(socket.timeout):
-            foreign.accept()
-    finally:
-        foreign.close()
+    for raw in RAW_HOSTILE:
+        target = raw.format(foreign=foreign.host)
+        status, headers = _raw_request(port, target)
+        traversal = any(m in target.lower() for m in ("..", "%2e%2e", "%00", "%5c"))
+        if traversal or not target.startswith("/") or target.startswith("//"):
+            assert status == 400, (target, status)
+        else:
+            assert status in (400, 404), (target, status)  # no such route
+        assert headers.get("X-Error-Code"), target
+    foreign.assert_never_contacted()
     assert fake_hub.requests == []  # none of them made the mirror fetch anything
