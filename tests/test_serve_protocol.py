@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -319,34 +320,45 @@ def test_the_access_log_is_one_json_line_per_request_without_secrets(
     assert missing["status"] == 404
 
 
+def _slow_get(port: int, path: str) -> bytes:
+    """GET through a 64 KiB receive buffer, read at ~16 MiB/s: the server cannot park the body
+    in socket buffers, so the request is really in flight for seconds."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        received = bytearray(body)
+        while len(received) < length:
+            chunk = sock.recv(256 * 1024)
+            if not chunk:
+                break  # cut short
+            received += chunk
+            time.sleep(0.015)
+        return bytes(received)
+
+
 def test_sigterm_lets_an_in_flight_download_finish_then_exits_zero(
     tmp_path: Path, fake_hub: FakeHub
 ) -> None:
-    data = os.urandom(4 * MiB)
+    data = os.urandom(32 * MiB)
     fake_hub.add_repo("org/m", {"w.bin": data})
     procs: list[subprocess.Popen[bytes]] = []
     with running_mirror(tmp_path, fake_hub.url, procs=procs) as url:
-        url_w = f"{url}/org/m/resolve/main/w.bin"
-        assert requests.get(url_w, timeout=30).content == data  # cached: served by the mirror
-        got: dict[str, object] = {}
-
-        def slow_client() -> None:
-            try:
-                with requests.get(url_w, stream=True, timeout=30) as response:
-                    body = bytearray()
-                    for chunk in response.iter_content(256 * 1024):
-                        body += chunk
-                        time.sleep(0.1)  # ~2.5 MiB/s: the download outlives the signal
-                    got["body"] = bytes(body)
-            except requests.RequestException as exc:
-                got["error"] = exc
-
-        client = threading.Thread(target=slow_client)
-        client.start()
-        time.sleep(0.5)
-        procs[0].send_signal(signal.SIGTERM)
-        client.join(60)
-        assert got.get("body") == data, got.get("error")
+        path = "/org/m/resolve/main/w.bin"
+        assert requests.get(url + path, timeout=30).content == data  # cached: served by the mirror
+        port = int(url.rsplit(":", 1)[1])
+        with ThreadPoolExecutor(1) as pool:
+            download = pool.submit(_slow_get, port, path)
+            time.sleep(0.5)
+            assert not download.done()  # still streaming when the signal lands
+            procs[0].send_signal(signal.SIGTERM)
+            assert download.result(60) == data
         assert procs[0].wait(30) == 0
 
 
@@ -476,3 +488,21 @@ def test_hostile_request_lines_sent_verbatim_get_400_and_fetch_nothing(
         assert headers.get("X-Error-Code"), target
     foreign.assert_never_contacted()
     assert fake_hub.requests == []  # none of them made the mirror fetch anything
+
+
+def test_a_moved_branch_is_seen_after_no_cache_or_the_metadata_ttl(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    old = fake_hub.add_repo("org/m", {"config.json": b'{"v": 1}'})
+    with running_mirror(tmp_path, fake_hub.url, "--metadata-ttl", "2") as url:
+        file = f"{url}/org/m/resolve/main/config.json"
+        assert requests.get(file, timeout=30).content == b'{"v": 1}'
+        new = fake_hub.add_repo("org/m", {"config.json": b'{"v": 2}'})
+        cached = requests.get(file, timeout=30)  # within the TTL: the branch as last seen
+        assert cached.content == b'{"v": 1}' and cached.headers["X-Repo-Commit"] == old
+        forced = requests.get(file, headers={"Cache-Control": "no-cache"}, timeout=30)
+        assert forced.content == b'{"v": 2}' and forced.headers["X-Repo-Commit"] == new
+        newest = fake_hub.add_repo("org/m", {"config.json": b'{"v": 3}'})
+        time.sleep(2.2)  # the TTL runs out: asked again without being told to
+        later = requests.get(file, timeout=30)
+        assert later.content == b'{"v": 3}' and later.headers["X-Repo-Commit"] == newest
