@@ -4,15 +4,12 @@ errors to exit codes and prints them."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -21,9 +18,12 @@ try:  # typer >= 0.26 vendors its own click; its usage errors are not click's
 except ImportError:  # pragma: no cover
     from click import UsageError as CommandLineError  # type: ignore[assignment]
 
+from hfpull.cli.plumbing import Debug
+from hfpull.cli.plumbing import errors as _errors
+from hfpull.cli.plumbing import settings as _settings
 from hfpull.cli.render import human, plan_json, print_plan, result_json
-from hfpull.errors import ExitCode, HfpullError, Interrupted, UsageError
-from hfpull.settings import Settings, from_environment
+from hfpull.cli.serve import serve_app
+from hfpull.errors import ExitCode, UsageError
 from hfpull.version import __version__
 
 app = typer.Typer(
@@ -87,7 +87,6 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.
 Progress = Annotated[
     bool, typer.Option("--progress", help="Show progress even when stderr is not a terminal.")
 ]
-Debug = Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")]
 
 
@@ -337,102 +336,6 @@ def lock(
 # -- plumbing ---------------------------------------------------------------------------------
 
 
-@app.command()
-def serve(
-    upstream: Annotated[
-        str | None,
-        typer.Option(
-            "--upstream",
-            envvar="HFPULL_SERVE_UPSTREAM",
-            help="Hub to mirror (default: HF_ENDPOINT, else huggingface.co).",
-        ),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--cache-dir",
-            envvar="HFPULL_SERVE_CACHE_DIR",
-            help="The mirror's store (default: HF_HOME/hfpull-serve).",
-        ),
-    ] = None,
-    host: Annotated[
-        str, typer.Option("--host", envvar="HFPULL_SERVE_HOST", help="Address to bind.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", envvar="HFPULL_SERVE_PORT", min=1, max=65535)
-    ] = 8090,
-    upstream_token: Annotated[
-        str | None,
-        typer.Option(
-            "--upstream-token",
-            envvar="HFPULL_UPSTREAM_TOKEN",
-            help="Token for upstream (gated repos); never sent to clients or the CDN.",
-        ),
-    ] = None,
-    metadata_ttl: Annotated[
-        float,
-        typer.Option(
-            "--metadata-ttl",
-            envvar="HFPULL_SERVE_METADATA_TTL",
-            min=0,
-            help="Seconds a branch's file list is reused.",
-        ),
-    ] = 600.0,
-    offline: Annotated[
-        bool,
-        typer.Option("--offline", envvar="HFPULL_SERVE_OFFLINE", help="Never contact upstream."),
-    ] = False,
-    access_log: Annotated[
-        Path | None,
-        typer.Option(
-            "--access-log",
-            envvar="HFPULL_SERVE_ACCESS_LOG",
-            help="Write one JSON line per request to FILE.",
-        ),
-    ] = None,
-    seed: Annotated[
-        list[Path] | None,
-        typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
-    ] = None,
-    debug: Debug = False,
-) -> None:
-    """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull[serve]')."""
-    import dataclasses
-
-    from hfpull.settings import hf_home
-
-    with _errors(debug):
-        try:
-            from hfpull.serve.app import ServeConfig, run
-        except ImportError as exc:
-            raise UsageError(
-                f"hfpull serve needs the serve extra ({exc.name} is missing)",
-                hint="pip install 'hfpull[serve]'",
-            ) from None
-        store = cache_dir or hf_home(os.environ) / "hfpull-serve"
-        settings = dataclasses.replace(
-            _settings(store, None, upstream, None, None), token=upstream_token
-        )
-        config = ServeConfig(settings, metadata_ttl, offline)
-        run(config, host, port, access_log, tuple(seed or ()))
-
-
-def _settings(
-    cache_dir: Path | None,
-    local_dir: Path | None,
-    endpoint: str | None,
-    mirror: list[str] | None,
-    token: str | None,
-    **overrides: Any,
-) -> Settings:
-    if cache_dir is not None and local_dir is not None:
-        raise UsageError("use either --cache-dir or --local-dir, not both")
-    return from_environment(
-        endpoint=endpoint, mirrors=tuple(mirror or ()), token=token, cache_dir=cache_dir,
-        local_dir=local_dir, **overrides,
-    )  # fmt: skip
-
-
 def _show_progress(forced: bool, suppressed: bool) -> bool:
     return forced or (not suppressed and sys.stderr.isatty())
 
@@ -460,61 +363,6 @@ def _open_input(name: str) -> Iterator[Any]:
         yield handle
 
 
-@contextmanager
-def _errors(debug: bool) -> Iterator[None]:
-    """Every failure becomes one line (plus a hint) and its documented exit code."""
-    _install_signals()
-    try:
-        yield
-    except KeyboardInterrupt:
-        _interrupted(Interrupted("interrupted", hint="run the same command again to resume"))
-    except Interrupted as error:
-        _interrupted(error)
-    except HfpullError as error:
-        _fail(error, debug)
-    except (typer.Exit, SystemExit):
-        raise
-    except Exception as error:  # a bug: say so, in one line unless --debug
-        if debug:
-            traceback.print_exc()
-        _say(f"hfpull: internal error: {type(error).__name__}: {error}", "run with --debug")
-        raise typer.Exit(ExitCode.FAILURE) from None
-
-
-def _interrupted(error: HfpullError) -> NoReturn:
-    """Exit now: a worker stuck in a stalled read must not hold the process for a whole
-    read timeout. Journals are already flushed; written bytes are in the page cache."""
-    _say(f"hfpull: {error.message}", error.hint)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(ExitCode.INTERRUPTED)
-
-
-def _fail(error: HfpullError, debug: bool) -> NoReturn:
-    if debug:
-        traceback.print_exc()
-    _say(f"hfpull: error: {error.message}", error.hint)
-    raise typer.Exit(error.exit_code)
-
-
-def _say(line: str, hint: str | None) -> None:
-    """Errors are plain unwrapped lines on stderr, whatever the terminal width."""
-    print(line.replace("\n", " "), file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
-
-
-def _install_signals() -> None:
-    """SIGTERM stops like Ctrl-C (partials kept); a second Ctrl-C exits at once."""
-
-    def on_signal(signum: int, _frame: object) -> None:
-        signal.signal(signal.SIGINT, lambda *_: os._exit(ExitCode.INTERRUPTED))
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-
 def _report_json(report: Any, fail_on_extra: bool) -> dict[str, Any]:
     return {
         "target": report.target,
@@ -533,6 +381,9 @@ def _report_json(report: Any, fail_on_extra: bool) -> dict[str, Any]:
             for p in report.problems
         ],
     }
+
+
+app.add_typer(serve_app, name="serve")
 
 
 def main() -> None:
