@@ -34,3 +34,10 @@ class BlobStore(Protocol):
 
     def keys(self) -> Iterator[tuple[str, int]]:
         """Every stored blob and its size."""
+
+    def touch(self, key: str) -> None:
+        """Record a use of the blob now (for LRU eviction); cheap enough for every hit, so
+        implementations may record at most one use per blob every few minutes."""
+
+    def usage(self) -> Iterator[tuple[str, int, float]]:
+        """Every stored blob, its size and its last use (epoch seconds), in any order."""

@@ -1,15 +1,24 @@
-"""Blobs on local disk: ``<root>/blobs/<first two hex digits>/<hash>``."""
+"""Blobs on local disk: ``<root>/blobs/<first two hex digits>/<hash>``.
+
+A blob's last use is its file's mtime, not its atime: ``noatime`` and ``relatime`` mounts
+(relatime is Linux's default) do not update atime on every read, and nothing else writes a
+stored blob, so mtime is free to mean "last served". It survives restarts with no index to
+keep. Hits set it at most once per TOUCH_INTERVAL per blob, so a busy mirror does not turn
+reads into metadata writes.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from hfpull.errors import UnsafeInputError
 from hfpull.fs import fsync_dir
 
+TOUCH_INTERVAL = 60.0  # seconds: LRU needs the order of uses, not their exact times
 _KEY = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -66,3 +75,29 @@ class LocalBlobStore:
             for blob in sorted(folder.iterdir()):
                 if _KEY.fullmatch(blob.name):
                     yield blob.name, blob.stat().st_size
+
+    def touch(self, key: str) -> None:
+        path = self.path(key)
+        try:
+            if time.time() - path.stat().st_mtime >= TOUCH_INTERVAL:
+                os.utime(path)
+        except FileNotFoundError:  # evicted meanwhile: nothing to record
+            pass
+
+    def usage(self) -> Iterator[tuple[str, int, float]]:
+        try:
+            folders = list(os.scandir(self.blobs))
+        except FileNotFoundError:
+            return
+        for folder in folders:
+            if not folder.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(folder.path) as entries:
+                for entry in entries:
+                    if not _KEY.fullmatch(entry.name):
+                        continue
+                    try:
+                        stat = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # deleted while we looked
+                        continue
+                    yield entry.name, stat.st_size, stat.st_mtime

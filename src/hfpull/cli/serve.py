@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hfpull.cli.plumbing import Debug, errors, settings
+from hfpull.cli.sizes import parse_size
 from hfpull.errors import UsageError
 
 serve_app = typer.Typer(
@@ -71,6 +72,16 @@ def serve(
             help="Write one JSON line per request to FILE.",
         ),
     ] = None,
+    max_cache_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-cache-size",
+            envvar="HFPULL_SERVE_MAX_CACHE_SIZE",
+            metavar="SIZE",
+            help="Evict least recently used blobs above this size: 500G or 500GB = 500*10^9 "
+            "bytes, 10GiB = 10*2^30, 1.5T, or plain bytes. Default: no cap.",
+        ),
+    ] = None,
     seed: Annotated[
         list[Path] | None,
         typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
@@ -96,5 +107,6 @@ def serve(
         upstream_settings = dataclasses.replace(
             settings(store, None, upstream, None, None), token=upstream_token
         )
-        config = ServeConfig(upstream_settings, metadata_ttl, offline)
+        cap = None if max_cache_size is None else parse_size(max_cache_size)
+        config = ServeConfig(upstream_settings, metadata_ttl, offline, max_cache_size=cap)
         run(config, host, port, access_log, tuple(seed or ()))

@@ -35,8 +35,9 @@ from hfpull.errors import (
     RevisionNotFoundError,
     UnsafeInputError,
 )
-from hfpull.models import RemoteFile, RepoRef
+from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
+from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
 from hfpull.serve.metadata import (
     Answer,
@@ -59,13 +60,15 @@ class ServeConfig:
     settings: Settings  # endpoint = upstream, token = upstream token, cache_dir = the store
     metadata_ttl: float = 600.0
     offline: bool = False
+    max_cache_size: int | None = None  # bytes; None: no cap, nothing is evicted
 
 
 class Mirror:
     def __init__(self, config: ServeConfig, store: BlobStore | None = None) -> None:
         root = config.settings.cache_dir
         self.config = config
-        self.store: BlobStore = store or LocalBlobStore(root)
+        self.evictor = Evictor(store or LocalBlobStore(root), config.max_cache_size)
+        self.store: BlobStore = self.evictor.store
         self.upstream = Upstream(config.settings)
         self.metadata = MetadataCache(
             root / "meta", config.metadata_ttl, config.offline,
@@ -78,7 +81,8 @@ class Mirror:
 
     def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
         repo, commit = self.fill_origin[file.etag]
-        self.upstream.fill(repo, commit, file, self.store, on_claim)
+        with self.evictor.filling(file):
+            self.upstream.fill(repo, commit, file, self.store, on_claim)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, bind(fn, *args))
@@ -222,6 +226,13 @@ async def _resolve(
         response = _error(404, "EntryNotFound", f"{target.path} is not in {target.repo.repo_id}")
         response.headers["X-Repo-Commit"] = snapshot.commit
         return response
+    with mirror.evictor.serving(file.etag):  # before the store is asked: no eviction between
+        return await _answer_file(request, mirror, target, snapshot, file)
+
+
+async def _answer_file(
+    request: web.Request, mirror: Mirror, target: Resolve, snapshot: Snapshot, file: RemoteFile
+) -> web.StreamResponse:
     stored = mirror.store.size(file.etag) == file.size
     headers = {
         "X-Repo-Commit": snapshot.commit,
@@ -260,6 +271,7 @@ async def _resolve(
         handle = None
     if handle is None:
         return _error(502, "StoreError", "the blob vanished from the store")
+    mirror.store.touch(file.etag)  # a use, for LRU eviction
     with handle:
         return await _send_stored(request, handle, headers, span, file.size)
 
