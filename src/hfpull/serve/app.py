@@ -44,6 +44,7 @@ from hfpull.serve.metadata import (
     Offline,
     paths_info_answer,
     revision_answer,
+    tree_answer,
 )
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
@@ -136,16 +137,20 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
             mirror.metadata.api, request.raw_path, target.revision, revalidate
         )
     except NetworkError:
-        if target.rest not in ("", "revision"):
+        tree = target.rest == "tree" or target.rest.startswith("tree/")
+        if target.rest not in ("", "revision") and not tree:
             raise
         # Upstream unreachable (or --offline) and this exact answer never cached: a seeded
-        # or earlier-resolved snapshot still answers the revision API.
+        # or earlier-resolved snapshot still answers the revision and tree APIs.
         snapshot, _ = await mirror.blocking(
             mirror.metadata.snapshot, target.repo, target.revision or "main", False
         )
-        answer = Answer(
-            200, revision_answer(snapshot), {"Content-Type": "application/json"}, "STALE"
+        body = (
+            tree_answer(snapshot, target.rest[5:], request.query_string)
+            if tree
+            else revision_answer(snapshot)
         )
+        answer = Answer(200, body, {"Content-Type": "application/json"}, "STALE")
     if answer.cache == "MISS" and answer.status == 200 and target.rest in ("", "revision"):
         commit = _commit_of(answer.body)
         if commit is not None:
