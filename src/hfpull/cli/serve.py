@@ -98,3 +98,32 @@ def serve(
         )
         config = ServeConfig(upstream_settings, metadata_ttl, offline)
         run(config, host, port, access_log, tuple(seed or ()))
+
+
+@serve_app.command()
+def refresh(
+    repo: Annotated[str, typer.Argument(help="REPO_ID or REPO_ID@REVISION.")],
+    mirror: Annotated[
+        str | None,
+        typer.Option("--mirror", help="The hfpull serve to ask (default: $HF_ENDPOINT)."),
+    ] = None,
+    repo_type: Annotated[
+        str, typer.Option("--repo-type", help="model, dataset or space.")
+    ] = "model",
+    token: Annotated[
+        str | None, typer.Option("--token", help="A token with the +admin scope ($HF_TOKEN).")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Make a mirror revalidate one revision's metadata now; print the commit before/after."""
+    from hfpull.models import RepoRef
+    from hfpull.names import parse_repo_spec, validate_repo_type
+    from hfpull.prewarm import MirrorAdmin
+
+    with errors(debug):
+        repo_id, revision = parse_repo_spec(repo)
+        target = RepoRef(repo_id, validate_repo_type(repo_type))
+        found = settings(None, None, mirror, None, token)
+        before, after = MirrorAdmin(found.endpoint, found.token).refresh(target, revision)
+    change = "unchanged" if before == after else f"{before or '(not cached)'} -> {after}"
+    print(f"{repo_id}@{revision}: {after} ({change})")

@@ -37,6 +37,7 @@ from hfpull.errors import (
 )
 from hfpull.models import RemoteFile, RepoRef
 from hfpull.names import COMMIT_RE, check_repo_path
+from hfpull.serve import admin
 from hfpull.serve.fill import Fill, Fills
 from hfpull.serve.metadata import (
     Answer,
@@ -46,6 +47,7 @@ from hfpull.serve.metadata import (
     revision_answer,
     tree_answer,
 )
+from hfpull.serve.prewarm_jobs import PrewarmJobs
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
 from hfpull.serve.upstream import Upstream
@@ -76,6 +78,7 @@ class Mirror:
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="hfpull-serve")
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
+        self.prewarm_jobs = PrewarmJobs(self)
 
     def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
         repo, commit = self.fill_origin[file.etag]
@@ -106,6 +109,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if raw_path == "/healthz":
         fills = {"fills": mirror.fills.started, "filling": mirror.fills.active}
         return web.json_response({"ok": True, **fills})
+    if admin.is_admin_path(raw_path):  # prewarm, refresh: serve/admin.py
+        try:
+            return await admin.handle(request, mirror)
+        except HfpullError as exc:
+            return _hub_error(exc)
     try:
         target = parse(raw_path)
     except BadRequest as exc:
@@ -140,8 +148,8 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
         tree = target.rest == "tree" or target.rest.startswith("tree/")
         if target.rest not in ("", "revision") and not tree:
             raise
-        # Upstream unreachable (or --offline) and this exact answer never cached: a seeded
-        # or earlier-resolved snapshot still answers the revision and tree APIs.
+        # Upstream unreachable (or --offline) and this exact answer never cached: a seeded,
+        # prewarmed or earlier-resolved snapshot still answers the revision and tree APIs.
         snapshot, _ = await mirror.blocking(
             mirror.metadata.snapshot, target.repo, target.revision or "main", False
         )

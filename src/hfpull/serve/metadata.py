@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from hfpull.errors import EntryNotFoundError, HfpullError, NetworkError, NotFoundError
 from hfpull.fs import atomic_write
@@ -154,6 +155,40 @@ class MetadataCache:
     def remember(self, repo: RepoRef, revision: str, snapshot: Snapshot) -> None:
         """Keep a snapshot learnt elsewhere (seeding from an HF cache)."""
         self._save(f"snap/{repo.repo_type}/{repo.repo_id}/{revision}", _snapshot_record(snapshot))
+
+    def peek(self, repo: RepoRef, revision: str) -> str | None:
+        """The commit this revision names in the cache now, never asking upstream."""
+        saved = self._load(f"snap/{repo.repo_type}/{repo.repo_id}/{revision}")
+        commit = saved.get("commit") if saved is not None else None
+        return commit if isinstance(commit, str) else None
+
+    def refresh(self, repo: RepoRef, revision: str) -> tuple[str | None, Snapshot, str]:
+        """Revalidate a revision now, as a client's ``no-cache`` would: its snapshot, and the
+        raw API answers for it held in memory (revision, tree, paths-info: every one asked
+        since the mirror started, up to MEMORY_RECORDS). Returns the commit before, the
+        snapshot now and how it was answered (STALE: upstream could not be asked)."""
+        before = self.peek(repo, revision)
+        snapshot, cache = self.snapshot(repo, revision, revalidate=True)
+        if cache == "STALE":
+            return before, snapshot, cache
+        self.remember_commit(repo, revision, snapshot.commit)
+        for key in self._api_keys_for(repo, revision):
+            path_qs, _, form = key.removeprefix("api/").partition("\n")
+            try:
+                self.api(path_qs, revision, True, form.encode("latin-1") if form else None)
+            except HfpullError:
+                pass  # it stays as it was; the snapshot, which resolve requests use, is new
+        return before, snapshot, cache
+
+    def _api_keys_for(self, repo: RepoRef, revision: str) -> list[str]:
+        base = re.escape(f"api//api/{repo.api_plural}/{repo.repo_id}")
+        names = "|".join(re.escape(n) for n in {revision, quote(revision, safe="")})
+        verbs = f"(?:/(?:revision|tree|paths-info)/(?:{names})(?:[/?\n].*)?)"
+        default = "(?:[?].*)?" if revision == "main" else "(?!)"  # the repo info answer
+        pattern = re.compile(f"{base}(?:{verbs}|{default})", re.DOTALL)
+        with self._guard:
+            keys = list(self._memory)
+        return [k for k in keys if pattern.fullmatch(k)]
 
     # -- raw API answers ------------------------------------------------------------------
 
