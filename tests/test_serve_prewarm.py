@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 from unittest import mock
@@ -21,8 +23,8 @@ from hfpull.serve.metadata import revision_answer, tree_answer
 from hfpull.serve.upstream import Upstream
 from tests.conftest import RunCli, cli_env, fast_settings
 from tests.fakehub import FakeHub, Fault
-from tests.helpers import MiB
-from tests.serve_helpers import running_mirror
+from tests.helpers import MiB, leftovers
+from tests.serve_helpers import free_port, running_mirror
 from tests.test_interop import run_python
 
 
@@ -178,6 +180,75 @@ def test_a_prewarm_job_reports_progress_and_an_unknown_job_is_404(
         assert unknown.status_code == 404 and unknown.headers["X-Error-Code"] == "UnknownJob"
         bad = requests.post(f"{url}/-/hfpull/prewarm", data=b"{", timeout=30)
         assert bad.status_code == 400 and bad.headers["X-Error-Code"] == "BadRequest"
+
+
+# -- import -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def packed(
+    tmp_path: Path, fake_hub: FakeHub, run_cli: RunCli
+) -> tuple[Path, dict[str, bytes], str]:
+    files = repo_files()
+    commit = fake_hub.add_repo("org/model", files)
+    archive = tmp_path / "model.tar"
+    result = run_cli("pack", "org/model", "-o", str(archive), "--cache-dir",
+                     str(tmp_path / "packer-cache"),
+                     env=cli_env(tmp_path, HF_ENDPOINT=fake_hub.url))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return archive, files, commit
+
+
+def test_an_imported_archive_is_served_offline_by_branch_and_by_commit(
+    tmp_path: Path, packed: tuple[Path, dict[str, bytes], str], run_cli: RunCli
+) -> None:
+    archive, files, commit = packed
+    store = tmp_path / "store"
+    result = run_cli("serve", "import", str(archive), "--cache-dir", str(store))
+    assert result.returncode == 0, result.stderr
+    assert f"org/model@main = {commit}: 4 new blobs" in result.stdout
+    assert stored_blobs(store) == etags(files) and leftovers(store) == []
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with running_mirror(tmp_path, nowhere, "--offline", store=store) as url:
+        for revision in ("main", commit):
+            out = hf_download(tmp_path, url, f"one-{revision}",
+                              f"hf_hub_download('org/model', 'model.safetensors', "
+                              f"revision={revision!r})")  # fmt: skip
+            assert Path(out).read_bytes() == files["model.safetensors"]
+            out = hf_download(tmp_path, url, f"all-{revision}",
+                              f"snapshot_download('org/model', revision={revision!r})")  # fmt: skip
+            assert_snapshot(out, files)
+    again = run_cli("serve", "import", str(archive), "--cache-dir", str(store))
+    assert again.returncode == 0 and "0 new blobs" in again.stdout and "4 already" in again.stdout
+
+
+def test_a_corrupt_archive_imports_nothing_not_even_the_good_archive_beside_it(
+    tmp_path: Path, packed: tuple[Path, dict[str, bytes], str], run_cli: RunCli
+) -> None:
+    archive, files, _ = packed
+    data = bytearray(archive.read_bytes())
+    at = bytes(data).index(files["model.safetensors"][:64]) + 1000
+    data[at] ^= 0x01  # one flipped bit inside the weights
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(bytes(data))
+    store = tmp_path / "store"
+    result = run_cli("serve", "import", str(archive), str(broken), "--cache-dir", str(store))
+    assert result.returncode == 4, result.stderr
+    assert "model.safetensors" in result.stderr and "mismatch" in result.stderr
+    assert stored_blobs(store) == set()
+    assert not (store / "meta").exists() and [p.name for p in store.iterdir()] == []
+
+
+def test_a_hostile_archive_imports_nothing(tmp_path: Path, run_cli: RunCli) -> None:
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../../etc/x")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    store = tmp_path / "store"
+    result = run_cli("serve", "import", str(evil), "--cache-dir", str(store))
+    assert result.returncode == 6, result.stderr
+    assert stored_blobs(store) == set() and [p.name for p in store.iterdir()] == []
 
 
 # -- refresh ----------------------------------------------------------------------------------
