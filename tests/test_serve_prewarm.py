@@ -157,8 +157,9 @@ def test_prewarming_an_edge_fills_the_regional_mirror_behind_it(
     regional_store, edge_store = tmp_path / "regional", tmp_path / "edge"
     with running_mirror(tmp_path, fake_hub.url, store=regional_store) as regional:
         with running_mirror(tmp_path, regional, store=edge_store) as edge:
-            result = run_cli("prewarm", "org/model", "--mirror", edge)
+            result = run_cli("prewarm", "org/model", "--mirror", edge, "--progress")
             assert result.returncode == 0, result.stderr
+            assert "files 4/4" in result.stderr  # get's renderer drew the job
     assert stored_blobs(edge_store) == etags(files)
     assert stored_blobs(regional_store) == etags(files)
     assert fake_hub.bytes_sent("/cdn/") == len(files["model.safetensors"])
