@@ -22,6 +22,7 @@ from hfpull.names import (
     check_path_set,
     check_repo_path,
     file_record_problem,
+    parse_repo_spec,
     validate_repo_id,
     validate_revision,
 )
@@ -52,10 +53,8 @@ def create_lock(
     """Resolve each ``REPO[@REV]`` to a commit and record its selected files (no download)."""
     locked = []
     for spec in specs:
-        repo_id, _, revision = spec.partition("@")
-        session = Session(
-            repo_id, repo_type=repo_type, revision=revision or "main", settings=settings
-        )
+        repo_id, revision = parse_repo_spec(spec)
+        session = Session(repo_id, repo_type=repo_type, revision=revision, settings=settings)
         plan = session.plan(include, exclude)
         snapshot = plan.snapshot
         locked.append(

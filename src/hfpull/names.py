@@ -66,6 +66,14 @@ def validate_revision(revision: str) -> str:
     return revision
 
 
+def parse_repo_spec(spec: str, default_revision: str = "main") -> tuple[str, str]:
+    """``REPO[@REV]`` (``tencent/HunyuanOCR@main``) as a checked repo id and revision."""
+    repo_id, at, revision = spec.partition("@")
+    if at and not revision:
+        raise UsageError(f"no revision after '@' in {spec!r}", hint="use REPO or REPO@REVISION")
+    return validate_repo_id(repo_id), validate_revision(revision or default_revision)
+
+
 # File records (a Hub listing, a saved tree listing, a lock file, an archive manifest) all
 # follow these rules; each reader keeps its own error type and wording.
 MAX_FILE_SIZE = 2**53  # JSON integers past this lose precision; no real file comes near it

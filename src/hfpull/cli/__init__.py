@@ -24,6 +24,7 @@ from hfpull.cli.plumbing import settings as _settings
 from hfpull.cli.render import human, plan_json, print_plan, result_json
 from hfpull.cli.serve import serve_app
 from hfpull.errors import ExitCode, UsageError
+from hfpull.models import RepoRef
 from hfpull.version import __version__
 
 app = typer.Typer(
@@ -331,6 +332,57 @@ def lock(
         write_lock(output, locked)
     for entry in locked:
         print(f"{entry.repo.repo_id}@{entry.revision} = {entry.commit} ({len(entry.files)} files)")
+
+
+@app.command()
+def prewarm(
+    repos: Annotated[
+        list[str] | None,
+        typer.Argument(help="REPO_ID or REPO_ID@REVISION, one or more (or use --lock)."),
+    ] = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option("--mirror", help="The hfpull serve to fill (default: $HF_ENDPOINT)."),
+    ] = None,
+    repo_type: RepoType = RepoTypeChoice.model,
+    include: Include = None,
+    exclude: Exclude = None,
+    lock: Annotated[
+        Path | None, typer.Option("--lock", help="Fill exactly what this lock file pins.")
+    ] = None,
+    token: Token = None,
+    quiet: Quiet = False,
+    progress: Progress = False,
+    debug: Debug = False,
+) -> None:
+    """Make a mirror fetch and store repos, no bytes sent here; exit 0 once all are stored."""
+    from hfpull.lock import read_lock
+    from hfpull.names import parse_repo_spec
+    from hfpull.prewarm import MirrorAdmin, PrewarmRequest
+    from hfpull.prewarm import prewarm as prewarm_mirror
+
+    with _errors(debug):
+        if bool(repos) == (lock is not None):
+            raise UsageError("give REPO_ID[@REVISION]... or --lock FILE (one of them)")
+        if lock is not None and (include or exclude):
+            raise UsageError("--lock pins the files already; drop --include/--exclude")
+        settings = _settings(None, None, mirror, None, token)
+        wanted: list[PrewarmRequest] = []
+        for entry in read_lock(lock) if lock is not None else []:
+            wanted.append(PrewarmRequest(entry.repo, entry.commit, files=entry.files))
+        for spec in repos or []:
+            repo_id, revision = parse_repo_spec(spec)
+            repo = RepoRef(repo_id, repo_type.value)
+            wanted.append(
+                PrewarmRequest(repo, revision, tuple(include or ()), tuple(exclude or ()))
+            )
+        admin = MirrorAdmin(settings.endpoint, settings.token)
+        with _renderer(_show_progress(progress, quiet)) as renderer:
+            jobs = prewarm_mirror(admin, wanted, renderer)
+    for job in jobs:
+        size = human(job.bytes_total)
+        print(f"{job.repo.repo_id}@{job.revision} = {job.commit}: {len(job.files)} files "
+              f"({size}) stored in {settings.endpoint}")  # fmt: skip
 
 
 # -- plumbing ---------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
@@ -110,3 +112,86 @@ def serve(
         cap = None if max_cache_size is None else parse_size(max_cache_size)
         config = ServeConfig(upstream_settings, metadata_ttl, offline, max_cache_size=cap)
         run(config, host, port, access_log, tuple(seed or ()))
+
+
+@serve_app.command("import")
+def import_(
+    archives: Annotated[
+        list[str], typer.Argument(help="hfpull pack archives (files, or - for stdin).")
+    ],
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="HFPULL_SERVE_CACHE_DIR",
+            help="The mirror's store (default: HF_HOME/hfpull-serve).",
+        ),
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Check archives completely, then seed the store with them (for --offline mirrors)."""
+    import sys
+
+    from hfpull.cli.render import human
+    from hfpull.settings import hf_home
+
+    with errors(debug):
+        from hfpull.serve.archive_import import import_archives
+
+        if archives.count("-") > 1:
+            raise UsageError("stdin (-) can be read once")
+        store = cache_dir or hf_home(os.environ) / "hfpull-serve"
+        reports = import_archives(archives, store, _open_archive)
+    for report in reports:
+        snap = report.snapshot
+        offline = "" if report.metadata else " (filtered archive: blobs only, no revision)"
+        print(
+            f"{report.source}: {snap.repo.repo_id}@{snap.revision} = {snap.commit}: "
+            f"{report.blobs_new} new blobs ({human(report.bytes_new)}), "
+            f"{report.blobs_present} already stored{offline}"
+        )
+    sys.stdout.flush()
+
+
+@serve_app.command()
+def refresh(
+    repo: Annotated[str, typer.Argument(help="REPO_ID or REPO_ID@REVISION.")],
+    mirror: Annotated[
+        str | None,
+        typer.Option("--mirror", help="The hfpull serve to ask (default: $HF_ENDPOINT)."),
+    ] = None,
+    repo_type: Annotated[
+        str, typer.Option("--repo-type", help="model, dataset or space.")
+    ] = "model",
+    token: Annotated[
+        str | None, typer.Option("--token", help="A token with the +admin scope ($HF_TOKEN).")
+    ] = None,
+    debug: Debug = False,
+) -> None:
+    """Make a mirror revalidate one revision's metadata now; print the commit before/after."""
+    from hfpull.models import RepoRef
+    from hfpull.names import parse_repo_spec, validate_repo_type
+    from hfpull.prewarm import MirrorAdmin
+
+    with errors(debug):
+        repo_id, revision = parse_repo_spec(repo)
+        target = RepoRef(repo_id, validate_repo_type(repo_type))
+        found = settings(None, None, mirror, None, token)
+        before, after = MirrorAdmin(found.endpoint, found.token).refresh(target, revision)
+    change = "unchanged" if before == after else f"{before or '(not cached)'} -> {after}"
+    print(f"{repo_id}@{revision}: {after} ({change})")
+
+
+@contextmanager
+def _open_archive(name: str) -> Iterator[IO[bytes]]:
+    import sys
+
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+    with handle:
+        yield handle

@@ -37,6 +37,7 @@ from hfpull.errors import (
 )
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
+from hfpull.serve import admin
 from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
 from hfpull.serve.metadata import (
@@ -45,7 +46,9 @@ from hfpull.serve.metadata import (
     Offline,
     paths_info_answer,
     revision_answer,
+    tree_answer,
 )
+from hfpull.serve.prewarm_jobs import PrewarmJobs
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
 from hfpull.serve.upstream import Upstream
@@ -78,6 +81,7 @@ class Mirror:
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="hfpull-serve")
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
+        self.prewarm_jobs = PrewarmJobs(self)
 
     def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
         repo, commit = self.fill_origin[file.etag]
@@ -109,6 +113,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if raw_path == "/healthz":
         fills = {"fills": mirror.fills.started, "filling": mirror.fills.active}
         return web.json_response({"ok": True, **fills})
+    if admin.is_admin_path(raw_path):  # prewarm, refresh: serve/admin.py
+        try:
+            return await admin.handle(request, mirror)
+        except HfpullError as exc:
+            return _hub_error(exc)
     try:
         target = parse(raw_path)
     except BadRequest as exc:
@@ -140,16 +149,20 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
             mirror.metadata.api, request.raw_path, target.revision, revalidate
         )
     except NetworkError:
-        if target.rest not in ("", "revision"):
+        tree = target.rest == "tree" or target.rest.startswith("tree/")
+        if target.rest not in ("", "revision") and not tree:
             raise
-        # Upstream unreachable (or --offline) and this exact answer never cached: a seeded
-        # or earlier-resolved snapshot still answers the revision API.
+        # Upstream unreachable (or --offline) and this exact answer never cached: a seeded,
+        # prewarmed or earlier-resolved snapshot still answers the revision and tree APIs.
         snapshot, _ = await mirror.blocking(
             mirror.metadata.snapshot, target.repo, target.revision or "main", False
         )
-        answer = Answer(
-            200, revision_answer(snapshot), {"Content-Type": "application/json"}, "STALE"
+        body = (
+            tree_answer(snapshot, target.rest[5:], request.query_string)
+            if tree
+            else revision_answer(snapshot)
         )
+        answer = Answer(200, body, {"Content-Type": "application/json"}, "STALE")
     if answer.cache == "MISS" and answer.status == 200 and target.rest in ("", "revision"):
         commit = _commit_of(answer.body)
         if commit is not None:

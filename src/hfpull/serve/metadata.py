@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -22,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote
 
-from hfpull.errors import HfpullError, NetworkError, NotFoundError
+from hfpull.errors import EntryNotFoundError, HfpullError, NetworkError, NotFoundError
 from hfpull.fs import atomic_write
 from hfpull.hashing import lfs_pointer
 from hfpull.models import RemoteFile, RepoRef, Snapshot
@@ -153,6 +155,40 @@ class MetadataCache:
     def remember(self, repo: RepoRef, revision: str, snapshot: Snapshot) -> None:
         """Keep a snapshot learnt elsewhere (seeding from an HF cache)."""
         self._save(f"snap/{repo.repo_type}/{repo.repo_id}/{revision}", _snapshot_record(snapshot))
+
+    def peek(self, repo: RepoRef, revision: str) -> str | None:
+        """The commit this revision names in the cache now, never asking upstream."""
+        saved = self._load(f"snap/{repo.repo_type}/{repo.repo_id}/{revision}")
+        commit = saved.get("commit") if saved is not None else None
+        return commit if isinstance(commit, str) else None
+
+    def refresh(self, repo: RepoRef, revision: str) -> tuple[str | None, Snapshot, str]:
+        """Revalidate a revision now, as a client's ``no-cache`` would: its snapshot, and the
+        raw API answers for it held in memory (revision, tree, paths-info: every one asked
+        since the mirror started, up to MEMORY_RECORDS). Returns the commit before, the
+        snapshot now and how it was answered (STALE: upstream could not be asked)."""
+        before = self.peek(repo, revision)
+        snapshot, cache = self.snapshot(repo, revision, revalidate=True)
+        if cache == "STALE":
+            return before, snapshot, cache
+        self.remember_commit(repo, revision, snapshot.commit)
+        for key in self._api_keys_for(repo, revision):
+            path_qs, _, form = key.removeprefix("api/").partition("\n")
+            try:
+                self.api(path_qs, revision, True, form.encode("latin-1") if form else None)
+            except HfpullError:
+                pass  # it stays as it was; the snapshot, which resolve requests use, is new
+        return before, snapshot, cache
+
+    def _api_keys_for(self, repo: RepoRef, revision: str) -> list[str]:
+        base = re.escape(f"api//api/{repo.api_plural}/{repo.repo_id}")
+        names = "|".join(re.escape(n) for n in {revision, quote(revision, safe="")})
+        verbs = f"(?:/(?:revision|tree|paths-info)/(?:{names})(?:[/?\n].*)?)"
+        default = "(?:[?].*)?" if revision == "main" else "(?!)"  # the repo info answer
+        pattern = re.compile(f"{base}(?:{verbs}|{default})", re.DOTALL)
+        with self._guard:
+            keys = list(self._memory)
+        return [k for k in keys if pattern.fullmatch(k)]
 
     # -- raw API answers ------------------------------------------------------------------
 
@@ -287,7 +323,8 @@ def revision_answer(snapshot: Snapshot) -> bytes:
     for f in snapshot.files:
         item: dict[str, Any] = {"rfilename": f.path, "size": f.size, "blobId": f.blob_id}
         if f.sha256 is not None:
-            item["lfs"] = {"size": f.size, "sha256": f.sha256}
+            pointer = len(lfs_pointer(f.sha256, f.size))  # huggingface_hub requires it
+            item["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": pointer}
         siblings.append(item)
     info = {"id": snapshot.repo.repo_id, "sha": snapshot.commit, "siblings": siblings}
     return json.dumps(info).encode()
@@ -303,18 +340,45 @@ def paths_info_answer(snapshot: Snapshot, paths: list[str]) -> bytes:
     for path in dict.fromkeys(p.strip("/") for p in paths):
         file = files.get(path)
         if file is not None:
-            item: dict[str, Any] = {
-                "type": "file", "oid": file.blob_id, "size": file.size, "path": path,
-            }  # fmt: skip
-            if file.sha256 is not None:
-                item["lfs"] = {
-                    "oid": file.sha256, "size": file.size,
-                    "pointerSize": len(lfs_pointer(file.sha256, file.size)),
-                }  # fmt: skip
-            answer.append(item)
+            answer.append(_file_entry(file))
         elif path in trees:
             answer.append({"type": "directory", "oid": trees[path], "size": 0, "path": path})
     return json.dumps(answer).encode()
+
+
+def tree_answer(snapshot: Snapshot, path: str, query: str) -> bytes:
+    """The tree API's answer for ``path`` (``""``: the root), made from a snapshot: its
+    entries (``recursive=true``: everything below it), directories with git tree ids, in
+    one page. For clients like ``snapshot_download`` when upstream cannot be asked."""
+    recursive = any(k == "recursive" and v.lower() in ("1", "true") for k, v in parse_qsl(query))
+    path = path.strip("/")
+    trees = _tree_ids(snapshot)
+    if path and path not in trees:
+        raise EntryNotFoundError(f"{path!r} is not a folder of {snapshot.repo.repo_id}")
+    prefix = f"{path}/" if path else ""
+
+    def wanted(name: str) -> bool:
+        return name.startswith(prefix) and (recursive or "/" not in name[len(prefix) :])
+
+    entries = [
+        {"type": "directory", "oid": oid, "size": 0, "path": directory}
+        for directory, oid in trees.items()
+        if directory and wanted(directory)
+    ]
+    entries += [_file_entry(f) for f in snapshot.files if wanted(f.path)]
+    entries.sort(key=lambda e: str(e["path"]))
+    return json.dumps(entries).encode()
+
+
+def _file_entry(file: RemoteFile) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "file", "oid": file.blob_id, "size": file.size,
+                            "path": file.path}  # fmt: skip
+    if file.sha256 is not None:
+        item["lfs"] = {
+            "oid": file.sha256, "size": file.size,
+            "pointerSize": len(lfs_pointer(file.sha256, file.size)),
+        }  # fmt: skip
+    return item
 
 
 def _tree_ids(snapshot: Snapshot) -> dict[str, str]:
