@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial as bind
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -37,7 +37,9 @@ from hfpull.errors import (
 )
 from hfpull.models import RemoteFile, RepoRef
 from hfpull.names import COMMIT_RE, check_repo_path
+from hfpull.serve.access import AccessConfig
 from hfpull.serve.fill import Fill, Fills
+from hfpull.serve.guard import install_access
 from hfpull.serve.metadata import (
     Answer,
     MetadataCache,
@@ -59,6 +61,7 @@ class ServeConfig:
     settings: Settings  # endpoint = upstream, token = upstream token, cache_dir = the store
     metadata_ttl: float = 600.0
     offline: bool = False
+    access: AccessConfig = field(default_factory=AccessConfig)  # --allow, tokens, repo rules
 
 
 class Mirror:
@@ -90,6 +93,7 @@ MIRROR = web.AppKey("mirror", Mirror)
 def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Application:
     app = web.Application()
     app[MIRROR] = Mirror(config, store)
+    install_access(app, config.access, app[MIRROR])
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_cleanup.append(_shutdown)
     return app
