@@ -222,15 +222,24 @@ def test_the_upstream_token_reaches_upstream_only_never_clients_the_cdn_or_the_l
     files = {"w.safetensors": os.urandom(300_000), "config.json": b"{}"}
     fake_hub.add_repo("org/private", files, private=True)
     fake_hub.tokens[secret] = {"org/private"}
-    with running_mirror(tmp_path, fake_hub.url, "--upstream-token", secret) as url:
+    # the mirror hands a private repo only to a client granted it (a mirror token's scope)
+    tokens = tmp_path / "tokens"
+    tokens.write_text("team mirror-team-0123456789abcdef org/private\n")
+    auth = {"Authorization": "Bearer mirror-team-0123456789abcdef"}
+    with running_mirror(tmp_path, fake_hub.url, "--upstream-token", secret,
+                        "--auth-tokens", str(tokens)) as url:  # fmt: skip
         seen = []
         for name, data in files.items():
-            response = requests.get(f"{url}/org/private/resolve/main/{name}", timeout=30)
+            response = requests.get(
+                f"{url}/org/private/resolve/main/{name}", headers=auth, timeout=30
+            )
             assert response.status_code == 200 and response.content == data
             seen.append(str(response.headers) + response.text[:0])
-        info = requests.get(f"{url}/api/models/org/private/revision/main", timeout=30)
+        info = requests.get(f"{url}/api/models/org/private/revision/main", headers=auth,
+                            timeout=30)  # fmt: skip
         assert info.ok and secret not in info.text and secret not in str(info.headers)
-        bad = requests.get(f"{url}/org/private/resolve/main/missing.bin", timeout=30)
+        bad = requests.get(f"{url}/org/private/resolve/main/missing.bin", headers=auth,
+                           timeout=30)  # fmt: skip
         assert secret not in bad.text and secret not in str(bad.headers)
     assert not any(secret in s for s in seen)
     hub = [r for r in fake_hub.requests if r.server == "hub"]

@@ -8,7 +8,6 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 from unittest import mock
 
 import pytest
@@ -18,6 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from hfpull.errors import EntryNotFoundError
 from hfpull.models import RemoteFile, RepoRef, Snapshot
+from hfpull.serve.access import CLIENT_KEY, PRINCIPAL_KEY, Principal
 from hfpull.serve.admin import admin_allowed, prewarm_allowed
 from hfpull.serve.metadata import revision_answer, tree_answer
 from hfpull.serve.upstream import Upstream
@@ -292,27 +292,40 @@ def test_admin_routes_refuse_a_proxied_caller_when_no_tokens_are_configured(
         assert wrong.status_code == 405
 
 
-def _request(peer: str, principal: object = None, **headers: str) -> web.Request:
+def _request(
+    peer: str, principal: Principal | None = None, client: str | None = None, **headers: str
+) -> web.Request:
     transport = mock.Mock()
     transport.get_extra_info.side_effect = lambda name, default=None: (
         (peer, 40000) if name == "peername" else default
     )
     request = make_mocked_request("POST", "/-/hfpull/refresh", headers=headers,
                                   transport=transport)  # fmt: skip
-    if principal is not None:
-        request["hfpull_principal"] = principal
+    request[PRINCIPAL_KEY] = principal or Principal()  # what the access middleware sets
+    request[CLIENT_KEY] = client or peer
     return request
 
 
-@pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")  # the key is the seam
-def test_admin_allowed_follows_the_principal_else_only_unproxied_loopback() -> None:
-    admin, reader = SimpleNamespace(admin=True), SimpleNamespace(admin=False)
+@pytest.mark.filterwarnings("ignore::aiohttp.web.NotAppKeyWarning")  # string request keys
+def test_admin_allowed_follows_the_mirror_token_else_only_unproxied_loopback() -> None:
+    admin = Principal(name="ops", admin=True)
+    reader = Principal(name="ci", admin=False)
     assert admin_allowed(_request("10.0.0.7", admin))
-    assert not admin_allowed(_request("127.0.0.1", reader))  # a principal decides alone
-    assert prewarm_allowed(_request("10.0.0.7", reader))  # readers may prewarm
+    assert not admin_allowed(_request("127.0.0.1", reader))  # a mirror token decides alone
+    assert prewarm_allowed(_request("10.0.0.7", reader))  # any mirror token may prewarm
     assert admin_allowed(_request("127.0.0.1")) and admin_allowed(_request("::1"))
     assert not admin_allowed(_request("10.0.0.7")) and not prewarm_allowed(_request("10.0.0.7"))
+    # A client's own HF token (no tokens file) is no mirror token: the loopback rule holds.
+    assert not admin_allowed(_request("10.0.0.7", Principal(hf_token="hf_x")))
+    # An unnamed proxy on the same box: its address is not the caller's.
     assert not admin_allowed(_request("127.0.0.1", Forwarded="for=10.0.0.7"))
+    # A proxy --trust-proxy names: the client behind it decides.
+    assert not admin_allowed(
+        _request("127.0.0.1", client="10.0.0.7", **{"X-Forwarded-For": "10.0.0.7"})
+    )
+    assert admin_allowed(
+        _request("10.9.9.9", client="127.0.0.1", **{"X-Forwarded-For": "127.0.0.1"})
+    )
 
 
 # -- answers made from a snapshot (upstream gone) ---------------------------------------------

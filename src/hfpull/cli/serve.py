@@ -88,6 +88,51 @@ def serve(
         list[Path] | None,
         typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar="HFPULL_SERVE_ALLOW",
+            metavar="CIDR",
+            help="Only clients in this address range (repeatable; default: any).",
+        ),
+    ] = None,
+    trust_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-proxy",
+            envvar="HFPULL_SERVE_TRUST_PROXY",
+            metavar="CIDR",
+            help="Take the client address from X-Forwarded-For when the peer is in this range.",
+        ),
+    ] = None,
+    auth_tokens: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-tokens",
+            envvar="HFPULL_SERVE_AUTH_TOKENS",
+            metavar="FILE",
+            help="Require a token from FILE ('NAME TOKEN [SCOPE...]' lines) on every route.",
+        ),
+    ] = None,
+    allow_repo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-repo",
+            envvar="HFPULL_SERVE_ALLOW_REPO",
+            metavar="GLOB",
+            help="Serve only repos matching this org/name glob (repeatable).",
+        ),
+    ] = None,
+    deny_repo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deny-repo",
+            envvar="HFPULL_SERVE_DENY_REPO",
+            metavar="GLOB",
+            help="Never serve repos matching this org/name glob (repeatable; wins over allow).",
+        ),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull\\[serve]')."""
@@ -95,6 +140,7 @@ def serve(
         return
     import dataclasses
 
+    from hfpull.serve.access import AccessConfig
     from hfpull.settings import hf_home
 
     with errors(debug):
@@ -110,7 +156,13 @@ def serve(
             settings(store, None, upstream, None, None), token=upstream_token
         )
         cap = None if max_cache_size is None else parse_size(max_cache_size)
-        config = ServeConfig(upstream_settings, metadata_ttl, offline, max_cache_size=cap)
+        access = AccessConfig(
+            tuple(allow or ()), tuple(trust_proxy or ()), auth_tokens,
+            tuple(allow_repo or ()), tuple(deny_repo or ()),
+        )  # fmt: skip
+        config = ServeConfig(
+            upstream_settings, metadata_ttl, offline, max_cache_size=cap, access=access
+        )
         run(config, host, port, access_log, tuple(seed or ()))
 
 

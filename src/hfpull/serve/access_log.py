@@ -15,13 +15,17 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from hfpull.serve.access import CLIENT_KEY, PRINCIPAL_KEY
+
 
 class JsonAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time_: float) -> None:
         target: dict[str, Any] = request.get("hfpull_target") or {}
+        principal = request.get(PRINCIPAL_KEY)
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
-            "client": request.remote,
+            "client": request.get(CLIENT_KEY) or request.remote,  # after trusted proxies
+            "user": getattr(principal, "name", None),  # the token's NAME, never the token
             "method": request.method,
             "url": request.raw_path.split("?", 1)[0][:2048],
             "repo": target.get("repo"),

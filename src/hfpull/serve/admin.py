@@ -22,6 +22,8 @@ from aiohttp import web
 from hfpull.errors import NetworkError, UsageError
 from hfpull.models import RepoRef
 from hfpull.prewarm import ADMIN_PREFIX, PrewarmRequest
+from hfpull.serve.access import CLIENT_KEY, PRINCIPAL_KEY, Principal
+from hfpull.serve.guard import ACCESS
 from hfpull.serve.prewarm_jobs import LockMismatch, NoMatch
 
 if TYPE_CHECKING:
@@ -55,40 +57,54 @@ async def handle(request: web.Request, mirror: Mirror) -> web.StreamResponse:
 def admin_allowed(request: web.BaseRequest) -> bool:
     """Refresh (and any route that changes what the mirror answers).
 
-    With a tokens file (``--auth-tokens``), the authenticated principal decides: its
-    ``+admin`` scope. Without one, only a caller on the mirror's own host, and only when it
-    is not a reverse proxy forwarding someone else: nginx on the same box connects from
-    127.0.0.1 for every client, so a request carrying forwarding headers is refused.
+    With a tokens file (``--auth-tokens``), the mirror token decides: its ``+admin`` scope.
+    Without one, only a caller on the mirror's own host: the client address after the
+    proxies ``--trust-proxy`` names, and never a request that carries forwarding headers
+    from a proxy it does not name (nginx on the same box connects from 127.0.0.1 for every
+    client).
     """
-    principal = request.get("hfpull_principal")
-    if principal is not None:
-        return bool(getattr(principal, "admin", False))
-    if any(h in request.headers for h in PROXY_HEADERS):
+    principal = request.get(PRINCIPAL_KEY)
+    if isinstance(principal, Principal) and principal.name is not None:
+        return principal.admin
+    peer = _peer(request)
+    client = request.get(CLIENT_KEY) or peer
+    if client == peer and any(h in request.headers for h in PROXY_HEADERS):
         return False
-    return _loopback(request)
+    return _loopback(client)
 
 
-def prewarm_allowed(request: web.BaseRequest, repo: RepoRef | None = None) -> bool:
-    """Prewarm: any authenticated caller that may read the repo (it costs upstream what
-    their own download of the same files would, and no bytes reach them). Without a tokens
-    file nothing tells one LAN client from another, so prewarm is then kept to the mirror's
-    own host, like the admin routes.
-    """
-    if request.get("hfpull_principal") is not None:
-        return repo is None or may_read(request, repo)
+def prewarm_allowed(request: web.BaseRequest) -> bool:
+    """Prewarm: with a tokens file, any authenticated caller (it costs upstream what their
+    own download of the same files would, and no bytes reach them); without one nothing
+    tells one LAN client from another, so prewarm is kept to the mirror's own host, like the
+    admin routes. Which repos a caller may prewarm: ``repo_refusal``."""
+    principal = request.get(PRINCIPAL_KEY)
+    if isinstance(principal, Principal) and principal.name is not None:
+        return True
     return admin_allowed(request)
 
 
-def may_read(request: web.BaseRequest, repo: RepoRef) -> bool:
-    """The seam for the repo rules of access control (--allow-repo/--deny-repo, gated and
-    private repos): a prewarm names its repo in the body, where a middleware that judges
-    request paths cannot see it, so the rules are asked here."""
-    return True
+async def repo_refusal(request: web.Request, repo: RepoRef) -> web.StreamResponse | None:
+    """The access rules for a repo named in a body, where the access middleware (which
+    judges request paths) cannot see it: ``--allow-repo``/``--deny-repo`` for everyone;
+    a private repo (whose file list the job would show) needs read access unless the caller
+    is an admin. Gated repos may be prewarmed: their file lists are public and prewarm sends
+    no file bytes to the caller."""
+    control = request.app.get(ACCESS)
+    principal = request.get(PRINCIPAL_KEY)
+    if control is None or not isinstance(principal, Principal):
+        return None  # no access control installed (an embedded app in a unit test)
+    if admin_allowed(request):
+        principal = Principal(name=principal.name, admin=True, grants=("*",))
+    return await control.repo_refusal(principal, repo, files=False)
 
 
-def _loopback(request: web.BaseRequest) -> bool:
+def _peer(request: web.BaseRequest) -> str | None:
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    host = peer[0] if isinstance(peer, tuple) and peer else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+def _loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -103,8 +119,9 @@ async def _prewarm(request: web.Request, mirror: Mirror) -> web.StreamResponse:
         return forbidden("prewarm")
     try:
         body = PrewarmRequest.from_json(await _json_body(request))
-        if not prewarm_allowed(request, body.repo):
-            return forbidden(f"prewarming {body.repo.repo_id}")
+        refused = await repo_refusal(request, body.repo)
+        if refused is not None:
+            return refused
         job = await mirror.prewarm_jobs.start(body)
     except NoMatch as exc:
         return error(400, "NoMatch", exc.message)

@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial as bind
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -38,8 +38,10 @@ from hfpull.errors import (
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
 from hfpull.serve import admin
+from hfpull.serve.access import AccessConfig
 from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
+from hfpull.serve.guard import install_access
 from hfpull.serve.metadata import (
     Answer,
     MetadataCache,
@@ -64,6 +66,7 @@ class ServeConfig:
     metadata_ttl: float = 600.0
     offline: bool = False
     max_cache_size: int | None = None  # bytes; None: no cap, nothing is evicted
+    access: AccessConfig = field(default_factory=AccessConfig)  # --allow, tokens, repo rules
 
 
 class Mirror:
@@ -98,6 +101,7 @@ MIRROR = web.AppKey("mirror", Mirror)
 def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Application:
     app = web.Application()
     app[MIRROR] = Mirror(config, store)
+    install_access(app, config.access, app[MIRROR])
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_cleanup.append(_shutdown)
     return app
