@@ -75,6 +75,14 @@ def serve(
         list[Path] | None,
         typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
     ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics",
+            envvar="HFPULL_SERVE_METRICS",
+            help="Count traffic for /metrics and the status page.",
+        ),
+    ] = True,
     debug: Debug = False,
 ) -> None:
     """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull\\[serve]')."""
@@ -96,5 +104,5 @@ def serve(
         upstream_settings = dataclasses.replace(
             settings(store, None, upstream, None, None), token=upstream_token
         )
-        config = ServeConfig(upstream_settings, metadata_ttl, offline)
+        config = ServeConfig(upstream_settings, metadata_ttl, offline, metrics=metrics)
         run(config, host, port, access_log, tuple(seed or ()))

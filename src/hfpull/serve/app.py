@@ -45,8 +45,10 @@ from hfpull.serve.metadata import (
     paths_info_answer,
     revision_answer,
 )
+from hfpull.serve.metrics import Metrics, body_sent, metrics_answer
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
+from hfpull.serve.status import status_answer
 from hfpull.serve.upstream import Upstream
 from hfpull.settings import Settings
 
@@ -59,6 +61,7 @@ class ServeConfig:
     settings: Settings  # endpoint = upstream, token = upstream token, cache_dir = the store
     metadata_ttl: float = 600.0
     offline: bool = False
+    metrics: bool = True  # /metrics and the status page's traffic figures
 
 
 class Mirror:
@@ -66,7 +69,8 @@ class Mirror:
         root = config.settings.cache_dir
         self.config = config
         self.store: BlobStore = store or LocalBlobStore(root)
-        self.upstream = Upstream(config.settings)
+        self.metrics = Metrics(config.metrics)
+        self.upstream = Upstream(config.settings, self.metrics.upstream_meter())
         self.metadata = MetadataCache(
             root / "meta", config.metadata_ttl, config.offline,
             self.upstream.resolve, self.upstream.api,
@@ -75,6 +79,7 @@ class Mirror:
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="hfpull-serve")
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
+        self.metrics.watch(self.store, self.fills)
 
     def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
         repo, commit = self.fill_origin[file.etag]
@@ -90,6 +95,8 @@ MIRROR = web.AppKey("mirror", Mirror)
 def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Application:
     app = web.Application()
     app[MIRROR] = Mirror(config, store)
+    if config.metrics:
+        app.middlewares.append(app[MIRROR].metrics.middleware())
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_cleanup.append(_shutdown)
     return app
@@ -105,6 +112,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if raw_path == "/healthz":
         fills = {"fills": mirror.fills.started, "filling": mirror.fills.active}
         return web.json_response({"ok": True, **fills})
+    if raw_path == "/metrics":
+        return await metrics_answer(request, mirror.metrics, mirror.blocking)
+    if raw_path == "/":
+        return await status_answer(request, mirror)
     try:
         target = parse(raw_path)
     except BadRequest as exc:
@@ -298,6 +309,7 @@ async def _send_stored(
         count = min(SENDFILE_SLICE, stop - pos)
         await loop.sendfile(transport, handle, pos, count)
         pos += count
+        body_sent(request, response, pos - start)
     await response.write_eof()
     return response
 
@@ -372,6 +384,7 @@ async def _stream(
                     return response
                 await response.write(chunk)
                 pos += len(chunk)
+                body_sent(request, response, pos - first)
             else:
                 await asyncio.sleep(0.005)
     finally:
