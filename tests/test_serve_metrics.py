@@ -65,15 +65,18 @@ class Page(HTMLParser):
         if field:
             self._open.append(field)
             self._set(field, "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("span", "td", "b") and self._open:
-            self._open.pop()
+            if tag == "data":  # <data value=...>: the exact figure beside the shown one
+                self._set(field, str(attributes.get("value")))
+                self._open[-1] = ""
 
     def handle_data(self, data: str) -> None:
-        if self._open:
+        if self._open and self._open[-1]:
             field = self._open[-1]
             self._set(field, self._get(field) + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("span", "td", "b", "data") and self._open:
+            self._open.pop()
 
     def _get(self, field: str) -> str:
         return self.rows[-1][1].get(field, "") if self.rows else self.fields.get(field, "")

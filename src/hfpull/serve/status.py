@@ -197,7 +197,7 @@ grid-template-columns:repeat(auto-fit,minmax(9.5rem,1fr))}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:.3rem .45rem;border-bottom:1px solid var(--line);
 vertical-align:top}th{font-weight:600}td.n,th.n{text-align:right;white-space:nowrap}
-td.path{word-break:break-all}progress{width:100%;min-width:5rem}
+td.path,.path{word-break:break-all}progress{width:100%;min-width:5rem}
 .bad{color:#c0392b}
 """
 
@@ -288,28 +288,27 @@ def _traffic(view: StatusView) -> list[str]:
 
 
 def _fills(fills: Iterable[FillRow], now: float) -> list[str]:
+    """One cell per fill, so a long file name wraps instead of squeezing the numbers."""
     e = html.escape
     rows = []
     for fill in fills:
         share = fill.done / fill.total if fill.total else 1.0
-        elapsed = max(now - fill.started, 1e-3)
+        rate = fill.done / max(now - fill.started, 1e-3)
         rows.append(
-            f'<tr class="fill"><td data-field="repo">{e(fill.repo)}</td>'
-            f'<td class="path" data-field="path">{e(fill.path)}</td>'
-            f'<td class="n"><span data-field="done">{fill.done}</span> / '
-            f'<span data-field="total">{fill.total}</span><br>'
-            f'<progress max="{fill.total}" value="{fill.done}"></progress></td>'
-            f'<td class="n">{e(_bytes(fill.done))} of {e(_bytes(fill.total))}'
-            f" ({share:.0%})<br>{e(_bytes(int(fill.done / elapsed)))}/s</td></tr>"
+            f'<tr class="fill"><td><span data-field="repo">{e(fill.repo)}</span> · '
+            f'<span class="path" data-field="path">{e(fill.path)}</span><br>'
+            f'<progress max="{fill.total}" value="{fill.done}"></progress><br>'
+            f'<data data-field="done" value="{fill.done}">{e(_bytes(fill.done))}</data> of '
+            f'<data data-field="total" value="{fill.total}">{e(_bytes(fill.total))}</data>'
+            f" ({share:.0%}) · {e(_bytes(int(rate)))}/s</td></tr>"
         )
     if not rows:
         return ["<h2>Fills in progress</h2>", '<p class="muted" id="no-fills">None.</p>']
     return [
         "<h2>Fills in progress</h2>",
-        '<div class="scroll"><table id="fills"><thead><tr><th>repo</th><th>file</th>'
-        '<th class="n">bytes</th><th class="n">progress</th></tr></thead><tbody>',
+        '<table id="fills"><tbody>',
         *rows,
-        "</tbody></table></div>",
+        "</tbody></table>",
     ]
 
 
