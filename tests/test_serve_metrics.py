@@ -228,6 +228,57 @@ def test_a_fill_in_progress_shows_on_the_status_page_and_in_the_gauges(
     assert value(samples_after, "hfpull_responses_in_flight") == 1
 
 
+def test_a_body_the_mirror_cuts_counts_as_a_stream_cut_with_the_bytes_it_sent(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    data = os.urandom(3 * MiB)
+    fake_hub.add_repo("org/bad", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("flip", match="/cdn/", after_bytes=2 * MiB + 5))  # always
+    received = 0
+    with running_mirror(tmp_path, fake_hub.url) as url:
+        with pytest.raises(requests.RequestException):  # cut, never a clean end
+            with requests.get(f"{url}/org/bad/resolve/main/w.safetensors", stream=True,
+                              timeout=60) as response:  # fmt: skip
+                for chunk in response.iter_content(1 << 14):
+                    received += len(chunk)
+        deadline = time.monotonic() + 30
+        while True:
+            samples, _ = scrape(url)
+            if value(samples, "hfpull_errors_total", kind="StreamCut"):
+                break
+            assert time.monotonic() < deadline, "the cut never showed in /metrics"
+            time.sleep(0.05)
+        page, _ = status_page(url)
+    assert value(samples, "hfpull_errors_total", kind="StreamCut") == 1
+    assert value(samples, "hfpull_http_requests_total", route="resolve", status="200") == 1
+    sent = value(samples, "hfpull_cache_bytes_total", route="resolve", result="miss")
+    assert received <= sent < len(data)  # what went out, not the Content-Length
+    assert [e["code"] for e in page.rows_of("error")] == ["StreamCut"]
+
+
+def test_a_client_that_leaves_mid_body_counts_as_499_with_the_bytes_it_got(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    data = os.urandom(2 * MiB)
+    fake_hub.add_repo("org/slow", {"w.safetensors": data})
+    fake_hub.faults.append(Fault("throttle", match="/cdn/", rate=256 * 1024))
+    with running_mirror(tmp_path, fake_hub.url) as url:
+        with requests.get(f"{url}/org/slow/resolve/main/w.safetensors", stream=True,
+                          timeout=60) as response:  # fmt: skip
+            assert len(response.raw.read(1 << 16)) == 1 << 16
+        deadline = time.monotonic() + 30
+        while True:
+            samples, _ = scrape(url)
+            if value(samples, "hfpull_errors_total", kind="ClientDisconnected"):
+                break
+            assert time.monotonic() < deadline, "the departure never showed in /metrics"
+            time.sleep(0.05)
+    assert value(samples, "hfpull_http_requests_total", route="resolve", status="499") == 1
+    assert value(samples, "hfpull_responses_in_flight") == 1  # the scrape only
+    assert 1 << 16 <= value(samples, "hfpull_cache_bytes_total", route="resolve",
+                            result="miss") < len(data)  # fmt: skip
+
+
 def test_no_metrics_turns_the_counting_off(tmp_path: Path, fake_hub: FakeHub) -> None:
     with running_mirror(tmp_path, fake_hub.url, "--no-metrics") as url:
         off = requests.get(url + "/metrics", timeout=10)
