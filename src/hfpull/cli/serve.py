@@ -133,6 +133,14 @@ def serve(
             help="Never serve repos matching this org/name glob (repeatable; wins over allow).",
         ),
     ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics/--no-metrics",
+            envvar="HFPULL_SERVE_METRICS",
+            help="Count traffic for /metrics and the status page.",
+        ),
+    ] = True,
     debug: Debug = False,
 ) -> None:
     """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull\\[serve]')."""
@@ -161,7 +169,12 @@ def serve(
             tuple(allow_repo or ()), tuple(deny_repo or ()),
         )  # fmt: skip
         config = ServeConfig(
-            upstream_settings, metadata_ttl, offline, max_cache_size=cap, access=access
+            upstream_settings,
+            metadata_ttl,
+            offline,
+            max_cache_size=cap,
+            access=access,
+            metrics=metrics,
         )
         run(config, host, port, access_log, tuple(seed or ()))
 

@@ -50,9 +50,11 @@ from hfpull.serve.metadata import (
     revision_answer,
     tree_answer,
 )
+from hfpull.serve.metrics import Metrics, body_sent, metrics_answer
 from hfpull.serve.prewarm_jobs import PrewarmJobs
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
+from hfpull.serve.status import status_answer
 from hfpull.serve.upstream import Upstream
 from hfpull.settings import Settings
 
@@ -67,6 +69,7 @@ class ServeConfig:
     offline: bool = False
     max_cache_size: int | None = None  # bytes; None: no cap, nothing is evicted
     access: AccessConfig = field(default_factory=AccessConfig)  # --allow, tokens, repo rules
+    metrics: bool = True  # /metrics and the status page's traffic figures
 
 
 class Mirror:
@@ -75,7 +78,8 @@ class Mirror:
         self.config = config
         self.evictor = Evictor(store or LocalBlobStore(root), config.max_cache_size)
         self.store: BlobStore = self.evictor.store
-        self.upstream = Upstream(config.settings)
+        self.metrics = Metrics(config.metrics)
+        self.upstream = Upstream(config.settings, self.metrics.upstream_meter())
         self.metadata = MetadataCache(
             root / "meta", config.metadata_ttl, config.offline,
             self.upstream.resolve, self.upstream.api,
@@ -85,6 +89,7 @@ class Mirror:
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
         self.prewarm_jobs = PrewarmJobs(self)
+        self.metrics.watch(self.store, self.fills)
 
     def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
         repo, commit = self.fill_origin[file.etag]
@@ -101,6 +106,8 @@ MIRROR = web.AppKey("mirror", Mirror)
 def create_app(config: ServeConfig, store: BlobStore | None = None) -> web.Application:
     app = web.Application()
     app[MIRROR] = Mirror(config, store)
+    if config.metrics:
+        app.middlewares.append(app[MIRROR].metrics.middleware())
     install_access(app, config.access, app[MIRROR])
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_cleanup.append(_shutdown)
@@ -122,6 +129,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await admin.handle(request, mirror)
         except HfpullError as exc:
             return _hub_error(exc)
+    if raw_path == "/metrics":
+        return await metrics_answer(request, mirror.metrics, mirror.blocking)
+    if raw_path == "/":
+        return await status_answer(request, mirror)
     try:
         target = parse(raw_path)
     except BadRequest as exc:
@@ -327,6 +338,7 @@ async def _send_stored(
         count = min(SENDFILE_SLICE, stop - pos)
         await loop.sendfile(transport, handle, pos, count)
         pos += count
+        body_sent(request, response, pos - start)
     await response.write_eof()
     return response
 
@@ -401,6 +413,7 @@ async def _stream(
                     return response
                 await response.write(chunk)
                 pos += len(chunk)
+                body_sent(request, response, pos - first)
             else:
                 await asyncio.sleep(0.005)
     finally:

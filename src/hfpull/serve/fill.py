@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ class Fill:
     partial: Partial | None = None
     fd: int = -1  # a read-only fd of the partial's inode (it becomes the stored blob)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.time)  # wall clock, for the status page
 
     def claimed(self, partial: Partial) -> None:
         with self.lock:
@@ -69,6 +71,10 @@ class Fills:
     def active(self) -> int:
         with self._guard:
             return len(self._fills)
+
+    def in_progress(self) -> list[Fill]:
+        with self._guard:
+            return list(self._fills.values())
 
     def join(self, file: RemoteFile) -> tuple[Fill, bool]:
         """The fill for this blob, started if none runs; True if this call started it."""

@@ -32,6 +32,7 @@ from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE
 
 NEGATIVE_TTL = 30.0
+SNAPSHOT_HEAD = b'{"repo": ['  # how a snapshot record's file begins (see _snapshot_record)
 MEMORY_RECORDS = 4096  # parsed answers kept in memory (the rest are re-read from disk)
 PARSED_SNAPSHOTS = 256  # snapshots kept as objects with a path index, for the hit path
 
@@ -227,6 +228,25 @@ class MetadataCache:
                 self._save(key, record)
             return Answer(status, body, headers, "MISS")
 
+    def known_snapshots(self) -> Iterator[tuple[Snapshot, float]]:
+        """Every snapshot on disk and when it was saved (for the status page). Only the head
+        of each file is read to tell snapshots from API answers, which can be large."""
+        for path in sorted(self.directory.glob("*/*.json")):
+            try:
+                with path.open("rb") as handle:
+                    if handle.read(len(SNAPSHOT_HEAD)) != SNAPSHOT_HEAD:
+                        continue
+                    record = json.loads(SNAPSHOT_HEAD + handle.read())
+                repo_type, repo_id = record["repo"]
+                prefix = f"snap/{repo_type}/{repo_id}/"
+                if not str(record["key"]).startswith(prefix):
+                    continue
+                revision = record["key"][len(prefix) :]
+                repo = RepoRef(str(repo_id), str(repo_type))
+                yield _snapshot_from(repo, revision, record), float(record["saved_at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+
     # -- storage --------------------------------------------------------------------------
 
     def _fresh(self, revision: str | None, saved: dict[str, Any], revalidate: bool) -> bool:
@@ -303,6 +323,7 @@ class MetadataCache:
 
 def _snapshot_record(snapshot: Snapshot) -> dict[str, Any]:
     return {
+        "repo": [snapshot.repo.repo_type, snapshot.repo.repo_id],  # first: SNAPSHOT_HEAD
         "commit": snapshot.commit,
         "files": [[f.path, f.size, f.blob_id, f.sha256] for f in snapshot.files],
     }

@@ -26,6 +26,7 @@ from hfpull.hub.http import (
 )
 from hfpull.hub.sources import RetryPolicy, SourcePool
 from hfpull.models import FileStatus, RemoteFile, RepoRef, Snapshot
+from hfpull.serve.upstream_meter import UpstreamMeter, metered_session
 from hfpull.settings import Settings
 
 FORM = "application/x-www-form-urlencoded"
@@ -33,23 +34,29 @@ KEPT_HEADERS = ("Content-Type", "Link", "X-Error-Code", "X-Error-Message", "X-Re
 
 
 class Upstream:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, meter: UpstreamMeter | None = None) -> None:
         # The mirror fails fast and lets clients retry: a hanging mirror is worse.
         self.settings = replace(settings, mirrors=(), max_retries=min(settings.max_retries, 2))
         self.pool = SourcePool.from_settings(self.settings)
         self.policy = RetryPolicy.from_settings(self.settings)
-        self.hub = HubClient(self.settings, self.pool, self.policy, thread_session)
+        self.hub = HubClient(self.settings, self.pool, self.policy, metered_session)
         self.base = self.settings.endpoint.rstrip("/")
+        self.meter = meter or UpstreamMeter()
 
     def resolve(self, repo: RepoRef, revision: str) -> Snapshot:
-        return self.hub.resolve(repo, revision)
+        with self.meter.api_call():
+            return self.hub.resolve(repo, revision)
 
     def api(self, path_qs: str, form: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
+        with self.meter.api_call():
+            return self._api(path_qs, form)
+
+    def _api(self, path_qs: str, form: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
         """One API GET (or a POST of ``form``, for paths-info), answered as upstream answered
         it, minus Xet fields. Redirects (renamed repos) are followed on upstream only."""
         try:
             response = request_following_redirects(
-                thread_session(),
+                metered_session(),
                 "GET" if form is None else "POST",
                 self.base + path_qs,
                 token=self.settings.token,
@@ -83,7 +90,7 @@ class Upstream:
             commit=commit,
             session=thread_session,
             cancel=threading.Event(),
-            emit=lambda event: None,
+            emit=self.meter.fill_events(file),
         )
         Engine(ctx, StoreLayout(store), on_claim=on_claim).download([[file]])
 
