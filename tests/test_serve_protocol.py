@@ -302,21 +302,23 @@ def test_the_access_log_is_one_json_line_per_request_without_secrets(
         part = requests.get(f"{url}/org/m/resolve/main/w.bin",
                             headers={**auth, "Range": "bytes=0-9"}, timeout=30)  # fmt: skip
         assert part.status_code == 206
+        assert requests.get(f"{url}/org/m/resolve/main/w.bin", timeout=30).content == data
         assert requests.get(f"{url}/org/m/resolve/main/nope", timeout=30).status_code == 404
         deadline = time.monotonic() + 10
-        while log.read_text().count("org/m") < 3:
+        while log.read_text().count("org/m") < 4:
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
     text = log.read_text()
     assert secret not in text and client_secret not in text
     records = [json.loads(line) for line in text.splitlines()]
-    first, ranged, missing = [r for r in records if r["repo"] == "org/m"][:3]
+    first, ranged, hit, missing = [r for r in records if r["repo"] == "org/m"][:4]
     assert first["method"] == "GET" and first["status"] == 200
     assert len(data) < first["bytes_sent"] < len(data) + 4096  # the body and its headers
     assert first["repo"] == "org/m" and first["revision"] == "main" and first["path"] == "w.bin"
     assert first["cache"] == "MISS" and first["duration_ms"] >= 0 and first["client"]
     assert ranged["range"] == "bytes=0-9" and ranged["status"] == 206 and ranged["cache"] == "HIT"
     assert 10 < ranged["bytes_sent"] < 4096
+    assert hit["cache"] == "HIT" and len(data) < hit["bytes_sent"] < len(data) + 4096  # sendfile
     assert missing["status"] == 404
 
 

@@ -337,6 +337,7 @@ async def _send_stored(
     while pos < stop:  # asyncio falls back to read-and-write where sendfile cannot work
         count = min(SENDFILE_SLICE, stop - pos)
         await loop.sendfile(transport, handle, pos, count)
+        writer.output_size += count  # bytes the writer never saw: the access log counts them
         pos += count
         body_sent(request, response, pos - start)
     await response.write_eof()
