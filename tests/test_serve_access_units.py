@@ -56,6 +56,22 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies_right_to_left() -> 
     assert not policy.admits(policy.client("127.0.0.1", ["not-an-address"]))
 
 
+def test_links_use_the_scheme_and_host_a_trusted_proxy_forwarded() -> None:
+    policy = PeerPolicy.parse([], ["127.0.0.1/32"])
+    tls = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "mirror.example:443"}
+    assert policy.public_origin("127.0.0.1", "http", "127.0.0.1:8090", tls) == (
+        "https://mirror.example:443"
+    )
+    # only the proto: the Host header nginx passed on stays
+    only_proto = {"X-Forwarded-Proto": "https, http"}
+    assert policy.public_origin("127.0.0.1", "http", "m:8443", only_proto) == "https://m:8443"
+    # an untrusted peer's forwarding headers are ignored
+    assert policy.public_origin("10.0.0.9", "http", "m:8090", tls) == "http://m:8090"
+    # nothing that could inject text into a Link header is taken
+    hostile = {"X-Forwarded-Proto": "javascript", "X-Forwarded-Host": 'evil>; rel="next"'}
+    assert policy.public_origin("127.0.0.1", "http", "m:8090", hostile) == "http://m:8090"
+
+
 def test_bad_ranges_are_usage_errors() -> None:
     with pytest.raises(UsageError, match="--allow"):
         PeerPolicy.parse(["10.0.0.0/33"], [])

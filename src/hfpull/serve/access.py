@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -25,6 +25,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # request keys every piece may read: the Principal, and the client address as a string
 PRINCIPAL_KEY = "hfpull_principal"
 CLIENT_KEY = "hfpull_client"
+ORIGIN_KEY = "hfpull_origin"  # scheme://host clients reach the mirror by (PeerPolicy)
 
 _GLOB_RE = re.compile(r"[A-Za-z0-9._\-/*?\[\]!]{1,200}")
 
@@ -61,6 +62,7 @@ class Principal:
 
 
 ANONYMOUS = Principal()
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def repo_matches(repo_id: str, glob: str) -> bool:
@@ -147,6 +149,21 @@ class PeerPolicy:
             if address is None or not self._trusted(address):
                 return address
         return address  # every hop is a trusted proxy: the farthest one is the client
+
+    def public_origin(
+        self, peer: str | None, scheme: str, host: str, forwarded: Mapping[str, str]
+    ) -> str:
+        """The origin clients reach the mirror by, for the links it hands out (tree
+        pagination): the request's own, or X-Forwarded-Proto/-Host when a trusted proxy
+        (say nginx terminating TLS) sent them. Anything that is not a plain scheme or host
+        is ignored, so no header can inject text into a Link."""
+        address = parse_address(peer)
+        if address is not None and self._trusted(address):
+            proto = forwarded.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            scheme = proto if proto in ("http", "https") else scheme
+            front = forwarded.get("X-Forwarded-Host", "").split(",")[0].strip()
+            host = front if _HOST.fullmatch(front) else host
+        return f"{scheme}://{host}"
 
     def admits(self, client: Address | None) -> bool:
         if not self.allow:

@@ -38,7 +38,7 @@ from hfpull.errors import (
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
 from hfpull.serve import admin
-from hfpull.serve.access import AccessConfig
+from hfpull.serve.access import ORIGIN_KEY, AccessConfig
 from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
 from hfpull.serve.guard import install_access
@@ -186,7 +186,7 @@ async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bo
             )
     headers = dict(answer.headers)
     if "Link" in headers:  # pagination must come back to the mirror, not go to upstream
-        ours = f"{request.scheme}://{request.host}"
+        ours = request.get(ORIGIN_KEY) or f"{request.scheme}://{request.host}"
         headers["Link"] = headers["Link"].replace(mirror.upstream.base, ours)
     headers["X-Cache"] = answer.cache
     headers["Cache-Control"] = _cache_control(target.revision, mirror)

@@ -23,6 +23,7 @@ from hfpull.models import RepoRef
 from hfpull.serve.access import (
     ANONYMOUS,
     CLIENT_KEY,
+    ORIGIN_KEY,
     PRINCIPAL_KEY,
     AccessConfig,
     PeerPolicy,
@@ -62,6 +63,9 @@ class AccessControl:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         client = self.peers.client(request.remote, request.headers.getall("X-Forwarded-For", []))
         request[CLIENT_KEY] = str(client) if client is not None else request.remote
+        request[ORIGIN_KEY] = self.peers.public_origin(
+            request.remote, request.scheme, request.host, request.headers
+        )
         request[PRINCIPAL_KEY] = ANONYMOUS
         raw_path = request.raw_path.split("?", 1)[0]
         if raw_path in OPEN_PATHS:
