@@ -337,3 +337,31 @@ def test_a_client_token_goes_to_upstreams_origin_only_never_to_its_cdn(
     assert [(r.server, r.method) for r in with_client] == [("hub", "HEAD")]  # one check
     cdn = [r for r in fake_hub.requests if r.server == "cdn"]
     assert cdn and not any("authorization" in r.headers for r in cdn)
+
+
+def test_prewarm_and_refresh_follow_the_mirror_tokens_and_the_repo_rules(
+    tmp_path: Path, fake_hub: FakeHub, run_cli: RunCli
+) -> None:
+    fake_hub.add_repo("org/open", {"a.bin": os.urandom(5000)})
+    fake_hub.add_repo("secret/x", {"s.bin": os.urandom(5000)})
+    fake_hub.add_repo("org/hidden", {"h.bin": os.urandom(5000)}, private=True)
+    fake_hub.tokens[UPSTREAM] = {"org/hidden"}
+    tokens = _tokens_file(tmp_path, f"alice {ALICE}\nbob {BOB} +admin\n")
+    rules = ("--auth-tokens", str(tokens), "--upstream-token", UPSTREAM, "--deny-repo", "secret/*")
+    with running_mirror(tmp_path, fake_hub.url, *rules) as url:
+
+        def prewarm(repo: str, token: str | None) -> int:
+            extra = ["--token", token] if token else []
+            return run_cli("prewarm", repo, "--mirror", url, "--quiet", *extra).returncode
+
+        assert prewarm("org/open", None) == 7  # no mirror token: refused (401)
+        assert prewarm("org/open", ALICE) == 0  # any mirror token may prewarm
+        fake_hub.reset_log()
+        assert prewarm("secret/x", BOB) == 8  # denied: like a missing repo, even for admins
+        assert not [r for r in fake_hub.requests if "secret" in r.path]  # never asked upstream
+        assert prewarm("org/hidden", ALICE) == 8  # private, not granted: its files stay unseen
+        assert prewarm("org/hidden", BOB) == 0  # an admin may
+        refresh = ["serve", "refresh", "org/open", "--mirror", url]
+        assert run_cli(*refresh, "--token", ALICE).returncode == 7  # not +admin
+        assert run_cli(*refresh, "--token", BOB).returncode == 0
+    _no_secret_in_logs(tmp_path, ALICE, BOB, UPSTREAM)
