@@ -8,6 +8,7 @@ status page parsed with ``html.parser``; tokens must appear in neither.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hfpull.serve.metrics import Metrics, RecentError, Totals, Window, redact, route_kind
 from hfpull.serve.status import FillRow, RepoRow, StatusView, render
+from tests.conftest import ROOT
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB
 from tests.serve_helpers import running_mirror
@@ -261,6 +263,35 @@ def test_a_body_the_mirror_cuts_counts_as_a_stream_cut_with_the_bytes_it_sent(
     sent = value(samples, "hfpull_cache_bytes_total", route="resolve", result="miss")
     assert received <= sent < len(data)  # what went out, not the Content-Length
     assert [e["code"] for e in page.rows_of("error")] == ["StreamCut"]
+
+
+def test_the_documented_alerts_and_queries_name_metrics_and_kinds_the_mirror_exports(
+    tmp_path: Path, fake_hub: FakeHub
+) -> None:
+    """docs/examples/hfpull-alerts.yml and the PromQL in docs/mirror.md cannot rot."""
+    fake_hub.add_repo("org/m", {"w.bin": os.urandom(5000)})
+    with running_mirror(tmp_path, fake_hub.url) as url:
+        assert requests.get(f"{url}/org/m/resolve/main/w.bin", timeout=30).ok
+        assert requests.get(f"{url}/org/m/resolve/main/nope", timeout=30).status_code == 404
+        samples, _ = scrape(url)
+    exported = {name for name, _ in samples}
+    exported |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exported}  # histograms
+    docs = ROOT / "docs"
+    texts = [
+        (docs / "examples" / "hfpull-alerts.yml").read_text(),
+        (docs / "mirror.md").read_text(),
+    ]
+    named = {n for text in texts for n in re.findall(r"\bhfpull_[a-z_]+\b", text)}
+    named -= {"hfpull_serve"}  # not a metric: the docs' name for things
+    assert named and named <= exported, f"documented but not exported: {named - exported}"
+    source = "\n".join(p.read_text() for p in (ROOT / "src" / "hfpull" / "serve").glob("*.py"))
+    kinds = {
+        kind
+        for text in texts
+        for group in re.findall(r'kind=~?"([^"]+)"', text)
+        for kind in group.split("|")
+    }
+    assert kinds and all(f'"{kind}"' in source for kind in kinds), kinds
 
 
 def test_a_client_that_leaves_mid_body_counts_as_499_with_the_bytes_it_got(
