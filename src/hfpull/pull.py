@@ -6,22 +6,26 @@ import shutil
 import threading
 import time
 from collections.abc import Collection, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfpull.cache.layout import CacheLayout, LocalDirLayout
 from hfpull.cache.offline import cached_snapshot
-from hfpull.engine.blob import FetchContext
 from hfpull.engine.partial import held_bytes
 from hfpull.engine.plan import build_plan
-from hfpull.engine.scheduler import Engine, group_by_blob
 from hfpull.errors import DiskError, GatedRepoError, NotFoundError, RepoNotFoundError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
-from hfpull.hub.client import HubClient
-from hfpull.hub.http import thread_session
-from hfpull.hub.sources import RetryPolicy, SourcePool
 from hfpull.models import FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
 from hfpull.names import validate_repo_id, validate_repo_type, validate_revision
 from hfpull.settings import Settings, from_environment
+
+# The wire (requests, urllib3, ssl) is imported when a run first needs it, not with this
+# module: an offline no-op get never loads it (start-up time, docs/performance.md).
+if TYPE_CHECKING:
+    from hfpull.engine.scheduler import BlobOutcome
+    from hfpull.hub.client import HubClient
+    from hfpull.hub.sources import RetryPolicy, SourcePool
 
 Layout = CacheLayout | LocalDirLayout
 
@@ -65,15 +69,31 @@ class Session:
         self.revision = validate_revision(revision)
         self.settings = settings or from_environment()
         self.emit = progress or ignore
-        self.pool = SourcePool.from_settings(self.settings)
-        self.policy = RetryPolicy.from_settings(self.settings)
-        self.hub = HubClient(self.settings, self.pool, self.policy, thread_session)
         self.cache = CacheLayout(self.settings.cache_dir, self.repo)
         self.layout: Layout = (
             LocalDirLayout(self.settings.local_dir, self.cache)
             if self.settings.local_dir is not None
             else self.cache
         )
+
+    @cached_property
+    def pool(self) -> SourcePool:
+        from hfpull.hub.sources import SourcePool
+
+        return SourcePool.from_settings(self.settings)
+
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        from hfpull.hub.sources import RetryPolicy
+
+        return RetryPolicy.from_settings(self.settings)
+
+    @cached_property
+    def hub(self) -> HubClient:
+        from hfpull.hub.client import HubClient
+        from hfpull.hub.http import thread_session
+
+        return HubClient(self.settings, self.pool, self.policy, thread_session)
 
     def plan(
         self,
@@ -150,24 +170,12 @@ class Session:
                 )
         self.layout.preflight([p.file for p in plan.files], snapshot.commit)
         to_link = [p.file for p in plan.files if p.status is FileStatus.LINK]
-        for group in group_by_blob(to_link):
-            self.layout.place_existing(group, snapshot.commit)
-        ctx = FetchContext(
-            settings=self.settings,
-            pool=self.pool,
-            policy=self.policy,
-            repo=self.repo,
-            commit=snapshot.commit,
-            session=thread_session,
-            cancel=threading.Event(),
-            emit=self.emit,
-        )
-        try:
-            outcomes = Engine(ctx, self.layout).download(
-                group_by_blob(p.file for p in plan.to_fetch)
-            )
-        except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
-            raise self._gated_hint(error) from None
+        if to_link:
+            from hfpull.engine.scheduler import group_by_blob
+
+            for group in group_by_blob(to_link):
+                self.layout.place_existing(group, snapshot.commit)
+        outcomes = self._fetch(plan) if plan.to_fetch else []
         path = self.layout.finish(snapshot)
         by_etag = {o.etag: o for o in outcomes}
         files = []
@@ -187,6 +195,27 @@ class Session:
             bytes_downloaded=sum(o.bytes_received for o in outcomes),
             seconds=time.monotonic() - started,
         )
+
+    def _fetch(self, plan: Plan) -> list[BlobOutcome]:
+        """Run the engine over the blobs to fetch."""
+        from hfpull.engine.blob import FetchContext
+        from hfpull.engine.scheduler import Engine, group_by_blob
+        from hfpull.hub.http import thread_session
+
+        ctx = FetchContext(
+            settings=self.settings,
+            pool=self.pool,
+            policy=self.policy,
+            repo=self.repo,
+            commit=plan.snapshot.commit,
+            session=thread_session,
+            cancel=threading.Event(),
+            emit=self.emit,
+        )
+        try:
+            return Engine(ctx, self.layout).download(group_by_blob(p.file for p in plan.to_fetch))
+        except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
+            raise self._gated_hint(error) from None
 
 
 def download(

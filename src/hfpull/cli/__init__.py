@@ -32,6 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Fast, resumable, verified downloads of Hugging Face repos.",
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain click help: rendering it with rich costs ~50 ms per run
+    pretty_exceptions_enable=False,
 )
 
 

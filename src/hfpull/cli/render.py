@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
-
 from hfpull.models import FileStatus, GetResult, Plan
 
 
@@ -58,6 +56,8 @@ def plan_json(plan: Plan, free: int) -> dict[str, Any]:
 
 
 def print_plan(plan: Plan, free: int) -> None:
+    from rich.console import Console  # only here: importing rich costs start-up time
+
     snap = plan.snapshot
     out = Console(soft_wrap=True, highlight=False)
     out.print(
