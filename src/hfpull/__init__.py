@@ -14,7 +14,7 @@ __all__ = ["__version__", "get"]
 
 def __getattr__(name: str) -> Any:
     """``hfpull.get`` on first use: importing the package (as ``hfpull --help`` does) must
-    not pull in the engine, requests and the cache code (start-up time, docs/performance.md)."""
+    not pull in the engine, requests and the cache code (benchmarks/bench_startup.py)."""
     if name == "get":
         from hfpull.pull import get
 

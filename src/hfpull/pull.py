@@ -21,7 +21,7 @@ from hfpull.names import validate_repo_id, validate_repo_type, validate_revision
 from hfpull.settings import Settings, from_environment
 
 # The wire (requests, urllib3, ssl) is imported when a run first needs it, not with this
-# module: an offline no-op get never loads it (start-up time, docs/performance.md).
+# module: an offline no-op get never loads it (start-up time: benchmarks/bench_startup.py).
 if TYPE_CHECKING:
     from hfpull.engine.scheduler import BlobOutcome
     from hfpull.hub.client import HubClient
@@ -69,6 +69,7 @@ class Session:
         self.revision = validate_revision(revision)
         self.settings = settings or from_environment()
         self.emit = progress or ignore
+        self.tally: RunTally | None = None  # what the last run() moved, even if it failed
         self.cache = CacheLayout(self.settings.cache_dir, self.repo)
         self.layout: Layout = (
             LocalDirLayout(self.settings.local_dir, self.cache)
@@ -157,9 +158,10 @@ class Session:
 
     def run(self, plan: Plan) -> GetResult:
         started = time.monotonic()
+        tally = self.tally = RunTally(self.emit, started)
         snapshot = plan.snapshot
         need = plan.bytes_to_fetch
-        self.emit(ProgressEvent("plan", size=need, nbytes=len(plan.to_fetch)))
+        tally(ProgressEvent("plan", size=need, nbytes=len(plan.to_fetch)))
         if self.settings.check_disk and need:
             free = self.free_disk()
             if need > free:
@@ -175,7 +177,7 @@ class Session:
 
             for group in group_by_blob(to_link):
                 self.layout.place_existing(group, snapshot.commit)
-        outcomes = self._fetch(plan) if plan.to_fetch else []
+        outcomes, connections = self._fetch(plan, tally) if plan.to_fetch else ([], 0)
         path = self.layout.finish(snapshot)
         by_etag = {o.etag: o for o in outcomes}
         files = []
@@ -188,16 +190,23 @@ class Session:
         files += [
             FileResult(f.path, f.size, f.etag, f.is_lfs, "skipped", None) for f in plan.skipped
         ]
+        sources: dict[str, int] = {}
+        for o in outcomes:
+            if o.source:
+                sources[o.source] = sources.get(o.source, 0) + o.bytes_received
         return GetResult(
             snapshot=snapshot,
             path=str(path),
             files=tuple(files),
             bytes_downloaded=sum(o.bytes_received for o in outcomes),
             seconds=time.monotonic() - started,
+            bytes_resumed=tally.bytes_resumed,
+            connections=connections,
+            sources=tuple(sorted(sources.items(), key=lambda item: -item[1])),
         )
 
-    def _fetch(self, plan: Plan) -> list[BlobOutcome]:
-        """Run the engine over the blobs to fetch."""
+    def _fetch(self, plan: Plan, tally: RunTally) -> tuple[list[BlobOutcome], int]:
+        """Run the engine over the blobs to fetch; its outcomes and the connections it used."""
         from hfpull.engine.blob import FetchContext
         from hfpull.engine.scheduler import Engine, group_by_blob
         from hfpull.hub.http import thread_session
@@ -210,12 +219,55 @@ class Session:
             commit=plan.snapshot.commit,
             session=thread_session,
             cancel=threading.Event(),
-            emit=self.emit,
+            emit=tally,
         )
+        engine = Engine(ctx, self.layout)
         try:
-            return Engine(ctx, self.layout).download(group_by_blob(p.file for p in plan.to_fetch))
+            outcomes = engine.download(group_by_blob(p.file for p in plan.to_fetch))
         except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
             raise self._gated_hint(error) from None
+        return outcomes, _connections_used(engine, self.settings)
+
+
+class RunTally:
+    """Counts what a run moves from its progress events (and passes them on), so a run that
+    fails half-way can still say what it did: files fetched or failed, bytes received, and
+    bytes resumed (already in a partial when its blob was claimed)."""
+
+    def __init__(self, forward: ProgressCallback, started: float) -> None:
+        self.forward = forward
+        self.started = started
+        self.files_fetched = 0
+        self.files_failed = 0
+        self.bytes_received = 0
+        self.bytes_resumed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        kind = event.kind
+        if kind == "advance":
+            with self._lock:
+                self.bytes_received += event.nbytes
+        elif kind == "start":
+            with self._lock:
+                self.bytes_resumed += event.nbytes
+        elif kind == "done" and event.message == "downloaded":
+            with self._lock:
+                self.files_fetched += 1
+        elif kind == "fail":
+            with self._lock:
+                self.files_failed += 1
+        self.forward(event)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _connections_used(engine: object, settings: Settings) -> int:
+    """Download connections of the run: the engine's peak once it reports one (the issue 9
+    scheduler: an ``Engine.peak_connections`` int), until then the configured --connections."""
+    peak = getattr(engine, "peak_connections", None)
+    return peak if isinstance(peak, int) and peak > 0 else settings.connections
 
 
 def download(
