@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from hfpull.pull import get
+from typing import TYPE_CHECKING, Any
+
 from hfpull.version import __version__
 
+if TYPE_CHECKING:
+    from hfpull.pull import get
+
 __all__ = ["__version__", "get"]
+
+
+def __getattr__(name: str) -> Any:
+    """``hfpull.get`` on first use: importing the package (as ``hfpull --help`` does) must
+    not pull in the engine, requests and the cache code (benchmarks/bench_startup.py)."""
+    if name == "get":
+        from hfpull.pull import get
+
+        return get
+    raise AttributeError(f"module 'hfpull' has no attribute {name!r}")

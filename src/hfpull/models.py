@@ -117,3 +117,6 @@ class GetResult:
     files: tuple[FileResult, ...]
     bytes_downloaded: int
     seconds: float
+    bytes_resumed: int = 0  # taken over from partials an earlier run left
+    connections: int = 0  # download connections of the run; 0 when nothing was fetched
+    sources: tuple[tuple[str, int], ...] = ()  # (host, or "host, host" for one blob, bytes)

@@ -6,22 +6,26 @@ import shutil
 import threading
 import time
 from collections.abc import Collection, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hfpull.cache.layout import CacheLayout, LocalDirLayout
 from hfpull.cache.offline import cached_snapshot
-from hfpull.engine.blob import FetchContext
 from hfpull.engine.partial import held_bytes
 from hfpull.engine.plan import build_plan
-from hfpull.engine.scheduler import Engine, group_by_blob
 from hfpull.errors import DiskError, GatedRepoError, NotFoundError, RepoNotFoundError
 from hfpull.events import ProgressCallback, ProgressEvent, ignore
-from hfpull.hub.client import HubClient
-from hfpull.hub.http import thread_session
-from hfpull.hub.sources import RetryPolicy, SourcePool
 from hfpull.models import FileResult, FileStatus, GetResult, Plan, RemoteFile, RepoRef
 from hfpull.names import validate_repo_id, validate_repo_type, validate_revision
 from hfpull.settings import Settings, from_environment
+
+# The wire (requests, urllib3, ssl) is imported when a run first needs it, not with this
+# module: an offline no-op get never loads it (start-up time: benchmarks/bench_startup.py).
+if TYPE_CHECKING:
+    from hfpull.engine.scheduler import BlobOutcome
+    from hfpull.hub.client import HubClient
+    from hfpull.hub.sources import RetryPolicy, SourcePool
 
 Layout = CacheLayout | LocalDirLayout
 
@@ -65,15 +69,32 @@ class Session:
         self.revision = validate_revision(revision)
         self.settings = settings or from_environment()
         self.emit = progress or ignore
-        self.pool = SourcePool.from_settings(self.settings)
-        self.policy = RetryPolicy.from_settings(self.settings)
-        self.hub = HubClient(self.settings, self.pool, self.policy, thread_session)
+        self.tally: RunTally | None = None  # what the last run() moved, even if it failed
         self.cache = CacheLayout(self.settings.cache_dir, self.repo)
         self.layout: Layout = (
             LocalDirLayout(self.settings.local_dir, self.cache)
             if self.settings.local_dir is not None
             else self.cache
         )
+
+    @cached_property
+    def pool(self) -> SourcePool:
+        from hfpull.hub.sources import SourcePool
+
+        return SourcePool.from_settings(self.settings)
+
+    @cached_property
+    def policy(self) -> RetryPolicy:
+        from hfpull.hub.sources import RetryPolicy
+
+        return RetryPolicy.from_settings(self.settings)
+
+    @cached_property
+    def hub(self) -> HubClient:
+        from hfpull.hub.client import HubClient
+        from hfpull.hub.http import thread_session
+
+        return HubClient(self.settings, self.pool, self.policy, thread_session)
 
     def plan(
         self,
@@ -137,9 +158,10 @@ class Session:
 
     def run(self, plan: Plan) -> GetResult:
         started = time.monotonic()
+        tally = self.tally = RunTally(self.emit, started)
         snapshot = plan.snapshot
         need = plan.bytes_to_fetch
-        self.emit(ProgressEvent("plan", size=need, nbytes=len(plan.to_fetch)))
+        tally(ProgressEvent("plan", size=need, nbytes=len(plan.to_fetch)))
         if self.settings.check_disk and need:
             free = self.free_disk()
             if need > free:
@@ -150,24 +172,12 @@ class Session:
                 )
         self.layout.preflight([p.file for p in plan.files], snapshot.commit)
         to_link = [p.file for p in plan.files if p.status is FileStatus.LINK]
-        for group in group_by_blob(to_link):
-            self.layout.place_existing(group, snapshot.commit)
-        ctx = FetchContext(
-            settings=self.settings,
-            pool=self.pool,
-            policy=self.policy,
-            repo=self.repo,
-            commit=snapshot.commit,
-            session=thread_session,
-            cancel=threading.Event(),
-            emit=self.emit,
-        )
-        try:
-            outcomes = Engine(ctx, self.layout).download(
-                group_by_blob(p.file for p in plan.to_fetch)
-            )
-        except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
-            raise self._gated_hint(error) from None
+        if to_link:
+            from hfpull.engine.scheduler import group_by_blob
+
+            for group in group_by_blob(to_link):
+                self.layout.place_existing(group, snapshot.commit)
+        outcomes, connections = self._fetch(plan, tally) if plan.to_fetch else ([], 0)
         path = self.layout.finish(snapshot)
         by_etag = {o.etag: o for o in outcomes}
         files = []
@@ -180,13 +190,84 @@ class Session:
         files += [
             FileResult(f.path, f.size, f.etag, f.is_lfs, "skipped", None) for f in plan.skipped
         ]
+        sources: dict[str, int] = {}
+        for o in outcomes:
+            if o.source:
+                sources[o.source] = sources.get(o.source, 0) + o.bytes_received
         return GetResult(
             snapshot=snapshot,
             path=str(path),
             files=tuple(files),
             bytes_downloaded=sum(o.bytes_received for o in outcomes),
             seconds=time.monotonic() - started,
+            bytes_resumed=tally.bytes_resumed,
+            connections=connections,
+            sources=tuple(sorted(sources.items(), key=lambda item: -item[1])),
         )
+
+    def _fetch(self, plan: Plan, tally: RunTally) -> tuple[list[BlobOutcome], int]:
+        """Run the engine over the blobs to fetch; its outcomes and the connections it used."""
+        from hfpull.engine.blob import FetchContext
+        from hfpull.engine.scheduler import Engine, group_by_blob
+        from hfpull.hub.http import thread_session
+
+        ctx = FetchContext(
+            settings=self.settings,
+            pool=self.pool,
+            policy=self.policy,
+            repo=self.repo,
+            commit=plan.snapshot.commit,
+            session=thread_session,
+            cancel=threading.Event(),
+            emit=tally,
+        )
+        engine = Engine(ctx, self.layout)
+        try:
+            outcomes = engine.download(group_by_blob(p.file for p in plan.to_fetch))
+        except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
+            raise self._gated_hint(error) from None
+        return outcomes, _connections_used(engine, self.settings)
+
+
+class RunTally:
+    """Counts what a run moves from its progress events (and passes them on), so a run that
+    fails half-way can still say what it did: files fetched or failed, bytes received, and
+    bytes resumed (already in a partial when its blob was claimed)."""
+
+    def __init__(self, forward: ProgressCallback, started: float) -> None:
+        self.forward = forward
+        self.started = started
+        self.files_fetched = 0
+        self.files_failed = 0
+        self.bytes_received = 0
+        self.bytes_resumed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        kind = event.kind
+        if kind == "advance":
+            with self._lock:
+                self.bytes_received += event.nbytes
+        elif kind == "start":
+            with self._lock:
+                self.bytes_resumed += event.nbytes
+        elif kind == "done" and event.message == "downloaded":
+            with self._lock:
+                self.files_fetched += 1
+        elif kind == "fail":
+            with self._lock:
+                self.files_failed += 1
+        self.forward(event)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _connections_used(engine: object, settings: Settings) -> int:
+    """Download connections of the run: the engine's peak once it reports one (the issue 9
+    scheduler: an ``Engine.peak_connections`` int), until then the configured --connections."""
+    peak = getattr(engine, "peak_connections", None)
+    return peak if isinstance(peak, int) and peak > 0 else settings.connections
 
 
 def download(

@@ -21,7 +21,14 @@ except ImportError:  # pragma: no cover
 from hfpull.cli.plumbing import Debug
 from hfpull.cli.plumbing import errors as _errors
 from hfpull.cli.plumbing import settings as _settings
-from hfpull.cli.render import human, plan_json, print_plan, result_json
+from hfpull.cli.render import (
+    failure_summary_lines,
+    human,
+    plan_json,
+    print_plan,
+    result_json,
+    summary_lines,
+)
 from hfpull.cli.serve import serve_app
 from hfpull.errors import ExitCode, UsageError
 from hfpull.models import RepoRef
@@ -32,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Fast, resumable, verified downloads of Hugging Face repos.",
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # plain click help: rendering it with rich costs ~50 ms per run
+    pretty_exceptions_enable=False,
 )
 
 
@@ -129,7 +138,10 @@ def get(
         bool, typer.Option("--dry-run", help="Show the plan; download nothing.")
     ] = False,
     json_out: JsonOut = False,
-    quiet: Quiet = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress display and no summary at the end."),
+    ] = False,
     progress: Progress = False,
     debug: Debug = False,
 ) -> None:
@@ -145,24 +157,33 @@ def get(
             connections=connections,
         )  # fmt: skip
         show = _show_progress(progress, quiet or json_out or dry_run)
-        with _renderer(show) as renderer:
-            if lock is not None:
-                results = [get_locked(r, settings, renderer) for r in read_lock(lock)]
-            else:
-                assert repo_id is not None
-                session = Session(
-                    repo_id, repo_type=repo_type.value, revision=revision, settings=settings,
-                    progress=renderer,
-                )  # fmt: skip
-                plan = session.plan(include or (), exclude or ())
-                if dry_run:
-                    free = session.free_disk()
-                    if json_out:
-                        print(json.dumps(plan_json(plan, free), indent=2))
-                    else:
-                        print_plan(plan, free)
-                    return
-                results = [session.run(plan)]
+        session: Session | None = None
+        try:
+            with _renderer(show) as renderer:
+                if lock is not None:
+                    results = [get_locked(r, settings, renderer) for r in read_lock(lock)]
+                else:
+                    assert repo_id is not None
+                    session = Session(
+                        repo_id, repo_type=repo_type.value, revision=revision,
+                        settings=settings, progress=renderer,
+                    )  # fmt: skip
+                    plan = session.plan(include or (), exclude or ())
+                    if dry_run:
+                        free = session.free_disk()
+                        if json_out:
+                            print(json.dumps(plan_json(plan, free), indent=2))
+                        else:
+                            print_plan(plan, free)
+                        return
+                    results = [session.run(plan)]
+        except BaseException:  # a partial failure: say what did land, then the error
+            if not quiet and session is not None and session.tally is not None:
+                _to_stderr(failure_summary_lines(session.repo.repo_id, session.tally))
+            raise
+    if not quiet:
+        for result in results:
+            _to_stderr(summary_lines(result))
     if json_out:
         reports = [result_json(r) for r in results]
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
@@ -386,6 +407,11 @@ def prewarm(
 
 
 # -- plumbing ---------------------------------------------------------------------------------
+
+
+def _to_stderr(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
 
 def _show_progress(forced: bool, suppressed: bool) -> bool:

@@ -1,12 +1,14 @@
-"""Plain renderings of results for stdout: the get report, the plan, human sizes."""
+"""Plain renderings of results: the get report (JSON on stdout, the end-of-get summary on
+stderr), the plan, human sizes."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from hfpull.models import FileStatus, GetResult, Plan
+
+if TYPE_CHECKING:
+    from hfpull.pull import RunTally
 
 
 def result_json(result: GetResult) -> dict[str, Any]:
@@ -30,7 +32,55 @@ def result_json(result: GetResult) -> dict[str, Any]:
         ],
         "bytes_downloaded": result.bytes_downloaded,
         "seconds": round(result.seconds, 3),
+        "bytes_resumed": result.bytes_resumed,
+        "connections": result.connections,
+        "sources": dict(result.sources),
     }
+
+
+def summary_lines(result: GetResult) -> list[str]:
+    """The end-of-get report for stderr: what was fetched, how fast, from where."""
+    repo = result.snapshot.repo.repo_id
+    fetched = sum(1 for f in result.files if f.status == "downloaded")
+    present = sum(1 for f in result.files if f.status == "present")
+    if not fetched:
+        return [f"hfpull: {repo}: {_count(present)} already present, nothing fetched"]
+    already = f" ({present} already present)" if present else ""
+    line = (
+        f"hfpull: {repo}: fetched {_count(fetched)}{already}: "
+        f"{_moved(result.bytes_downloaded, result.seconds)}, "
+        f"{human(result.bytes_resumed)} resumed, {_connections(result.connections)}"
+    )
+    sources = ", ".join(f"{host} {human(n)}" for host, n in result.sources)
+    return [line, f"hfpull: sources: {sources}"]
+
+
+def failure_summary_lines(repo: str, tally: RunTally) -> list[str]:
+    """What a run that failed or was interrupted did, when it completed any file (the error
+    line follows; a run that completed nothing is the error line alone)."""
+    if not tally.files_fetched:
+        return []
+    failed = f", {tally.files_failed} failed" if tally.files_failed else ""
+    return [
+        f"hfpull: {repo}: fetched {_count(tally.files_fetched)}{failed} before stopping: "
+        f"{_moved(tally.bytes_received, tally.seconds())}, "
+        f"{human(tally.bytes_resumed)} resumed"
+    ]
+
+
+def _connections(count: int) -> str:
+    # The configured --connections until the engine reports its peak (pull._connections_used);
+    # then this says "N connections".
+    return f"up to {count} connections per file"
+
+
+def _count(files: int) -> str:
+    return f"{files} file" if files == 1 else f"{files} files"
+
+
+def _moved(nbytes: int, seconds: float) -> str:
+    rate = nbytes / seconds if seconds > 0 else 0.0
+    return f"{human(nbytes)} in {seconds:.2f} s ({human(int(rate))}/s)"
 
 
 def plan_json(plan: Plan, free: int) -> dict[str, Any]:
@@ -58,6 +108,8 @@ def plan_json(plan: Plan, free: int) -> dict[str, Any]:
 
 
 def print_plan(plan: Plan, free: int) -> None:
+    from rich.console import Console  # only here: importing rich costs start-up time
+
     snap = plan.snapshot
     out = Console(soft_wrap=True, highlight=False)
     out.print(

@@ -17,6 +17,8 @@ from hfpull.errors import UsageError
 serve_app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -143,7 +145,7 @@ def serve(
     ] = True,
     debug: Debug = False,
 ) -> None:
-    """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull\\[serve]')."""
+    """Run a caching Hub mirror: point HF_ENDPOINT at it (needs: pip install 'hfpull[serve]')."""
     if ctx.invoked_subcommand is not None:
         return
     import dataclasses
