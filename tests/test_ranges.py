@@ -13,6 +13,11 @@ from hfpull.engine.ranges import Piece, RangeBoard
 MiB = 1 << 20
 
 
+def board_of(missing: list[tuple[int, int]], piece_size: int, min_split: int) -> RangeBoard:
+    """A board that splits by size alone (no split is ever judged too quick to pay off)."""
+    return RangeBoard(missing, piece_size, min_split, min_seconds=0.0, clock=lambda: 0.0)
+
+
 def drain(board: RangeBoard, piece: Piece, chunk: int, log: list[tuple[int, int]]) -> None:
     """Act as the piece's owner: reserve chunk by chunk until its end, recording each write."""
     while piece.pos < piece.end:
@@ -56,7 +61,7 @@ def test_piece_size_is_one_piece_per_connection_with_a_floor_and_an_optional_cap
 
 
 def test_pieces_cover_the_missing_ranges_lowest_first() -> None:
-    board = RangeBoard([(0, 10), (20, 25)], piece_size=4, min_split=100)
+    board = board_of([(0, 10), (20, 25)], piece_size=4, min_split=100)
     taken = []
     while (piece := board.take()) is not None:
         taken.append((piece.start, piece.end))
@@ -64,7 +69,7 @@ def test_pieces_cover_the_missing_ranges_lowest_first() -> None:
 
 
 def test_a_free_connection_splits_the_largest_range_in_flight_at_its_position() -> None:
-    board = RangeBoard([(0, 100)], piece_size=50, min_split=5)
+    board = board_of([(0, 100)], piece_size=50, min_split=5)
     first, second = board.take(), board.take()
     assert first is not None and second is not None
     board.reserve(first, 10)  # first has fetched [0, 10): 40 left
@@ -78,7 +83,7 @@ def test_a_free_connection_splits_the_largest_range_in_flight_at_its_position() 
 
 
 def test_the_owner_never_reserves_past_a_moved_end() -> None:
-    board = RangeBoard([(0, 100)], piece_size=100, min_split=10)
+    board = board_of([(0, 100)], piece_size=100, min_split=10)
     owner = board.take()
     assert owner is not None
     assert board.reserve(owner, 20) == 20
@@ -91,14 +96,14 @@ def test_the_owner_never_reserves_past_a_moved_end() -> None:
 
 
 def test_no_split_leaves_a_half_below_the_minimum() -> None:
-    board = RangeBoard([(0, 100)], piece_size=100, min_split=30)
+    board = board_of([(0, 100)], piece_size=100, min_split=30)
     owner = board.take()
     assert owner is not None
     board.reserve(owner, 41)  # 59 left: halves of 29 and 30, one below the minimum
     assert not board.has_work()
     assert board.take() is None
     assert owner.end == 100
-    board2 = RangeBoard([(0, 100)], piece_size=100, min_split=30)
+    board2 = board_of([(0, 100)], piece_size=100, min_split=30)
     owner2 = board2.take()
     assert owner2 is not None
     board2.reserve(owner2, 40)  # 60 left: two halves of 30
@@ -108,13 +113,13 @@ def test_no_split_leaves_a_half_below_the_minimum() -> None:
 
 
 def test_a_file_too_small_to_split_is_one_connection() -> None:
-    assert not RangeBoard([(0, 3 * MiB)], 3 * MiB, 2 * MiB).can_ever_split()
-    assert RangeBoard([(0, 4 * MiB)], 4 * MiB, 2 * MiB).can_ever_split()
-    assert RangeBoard([(0, MiB), (2 * MiB, 3 * MiB)], 2 * MiB, 2 * MiB).can_ever_split()
+    assert not board_of([(0, 3 * MiB)], 3 * MiB, 2 * MiB).can_ever_split()
+    assert board_of([(0, 4 * MiB)], 4 * MiB, 2 * MiB).can_ever_split()
+    assert board_of([(0, MiB), (2 * MiB, 3 * MiB)], 2 * MiB, 2 * MiB).can_ever_split()
 
 
 def test_a_piece_given_back_is_taken_again_from_where_it_stopped() -> None:
-    board = RangeBoard([(0, 100)], piece_size=100, min_split=60)
+    board = board_of([(0, 100)], piece_size=100, min_split=60)
     owner = board.take()
     assert owner is not None
     board.reserve(owner, 30)
@@ -132,7 +137,7 @@ def test_random_interleavings_write_every_byte_exactly_once() -> None:
         missing = [(a, b) for a, b in zip([0, *cuts], cuts) if rng.random() < 0.7 and b > a]
         if not missing:
             continue
-        board = RangeBoard(missing, rng.randint(1, 2000), rng.randint(1, 300))
+        board = board_of(missing, rng.randint(1, 2000), rng.randint(1, 300))
         log: list[tuple[int, int]] = []
         active: list[Piece] = []
         while True:
@@ -161,7 +166,7 @@ def test_random_interleavings_write_every_byte_exactly_once() -> None:
 
 def test_concurrent_takers_share_the_file_without_overlap() -> None:
     missing = [(0, 3 * MiB + 17), (4 * MiB, 9 * MiB)]
-    board = RangeBoard(missing, piece_size=2 * MiB, min_split=64 * 1024)
+    board = board_of(missing, piece_size=2 * MiB, min_split=64 * 1024)
     logs: list[list[tuple[int, int]]] = [[] for _ in range(8)]
     start = threading.Barrier(8)
 
@@ -179,6 +184,47 @@ def test_concurrent_takers_share_the_file_without_overlap() -> None:
     assert covered_exactly_once([r for log in logs for r in log], missing)
     assert board.splits > 0  # 8 takers, 4 pieces: the others split pieces in flight
     assert sum(1 for log in logs if log) > 4
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_piece_that_will_take_longest_is_split_not_the_one_with_most_bytes() -> None:
+    clock = Clock()
+    missing = [(0, 130 * MiB)]
+    board = RangeBoard(missing, 100 * MiB, MiB, min_seconds=0.2, clock=clock)
+    fast, slow = board.take(), board.take()  # [0, 100) MiB and [100, 130) MiB
+    assert fast is not None and slow is not None
+    board.reserve(fast, MiB)  # the first chunk starts the clock of each piece
+    board.reserve(slow, MiB)
+    clock.now = 1.0
+    board.reserve(fast, 50 * MiB)  # 50 MiB/s: 49 MiB left, about 1 s
+    board.reserve(slow, 1 * MiB)  # 1 MiB/s: 28 MiB left, 28 s
+    third = board.take()
+    assert third is not None
+    assert (third.start, third.end) == (116 * MiB, 130 * MiB) and slow.end == 116 * MiB
+    assert fast.end == 100 * MiB
+
+
+def test_a_piece_about_to_finish_or_just_started_is_left_alone() -> None:
+    clock = Clock()
+    board = RangeBoard([(0, 100 * MiB)], 100 * MiB, MiB, min_seconds=0.2, clock=clock)
+    owner = board.take()
+    assert owner is not None
+    assert not board.has_work()  # just taken, no rate yet: give it a chance
+    board.reserve(owner, MiB)
+    clock.now = 1.0
+    board.reserve(owner, 90 * MiB)  # 90 MiB/s, 9 MiB left: 0.1 s
+    assert not board.has_work() and board.take() is None
+    stuck = RangeBoard([(0, 100 * MiB)], 100 * MiB, MiB, min_seconds=0.2, clock=clock)
+    assert stuck.take() is not None
+    clock.now = 1.5  # no byte for longer than min_seconds: connecting or retrying
+    assert stuck.has_work()
 
 
 def test_bad_sizes_are_refused() -> None:

@@ -2,19 +2,27 @@
 
 Pure, thread-safe book-keeping (no I/O). A file's missing ranges are cut into pieces up front;
 a connection that frees takes the lowest piece nobody has started, or, when none is left,
-splits the in-flight piece with the most bytes still to fetch at its current position and
-takes the upper half (as aria2 does), so the last bytes of a file are never left to one slow
-connection. A piece's ``end`` can only move down, and only under the board's lock; its owner
-reserves every chunk through :meth:`RangeBoard.reserve` before writing it, so it never writes
-a byte that was split off to someone else.
+splits the in-flight piece that will take longest to finish (bytes left at its owner's rate)
+at its current position and takes the upper half (as aria2 does), so the last bytes of a file
+are never left to one slow connection. A piece its owner will finish within
+``SPLIT_MIN_SECONDS`` is left alone: a new request would not be faster, and the victim's
+bytes already in flight past the split point are wasted.
+
+A piece's ``end`` can only move down, and only under the board's lock; its owner reserves
+every chunk through :meth:`RangeBoard.reserve` before writing it, so it never writes a byte
+that was split off to someone else.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MiB = 1 << 20
+SPLIT_MIN_SECONDS = 0.2  # about a new request's first byte on a WAN link, plus margin
 
 
 @dataclass(eq=False)
@@ -24,10 +32,21 @@ class Piece:
     start: int
     pos: int
     end: int
+    _taken: float = 0.0  # when a connection took it
+    _since: float | None = None  # when its owner reserved its first chunk
+    _from: int = 0  # pos at that moment
 
     @property
     def remaining(self) -> int:
         return self.end - self.pos
+
+    def seconds_left(self, now: float, patience: float) -> float:
+        """Time its owner needs for the rest at its rate so far. No rate yet: 0 (leave it
+        alone, it has just started) until ``patience`` has passed without a byte, then inf
+        (stuck connecting or retrying)."""
+        if self._since is None or self.pos == self._from:
+            return math.inf if now - self._taken > patience else 0.0
+        return self.remaining * (now - self._since) / (self.pos - self._from)
 
 
 class RangeBoard:
@@ -38,10 +57,20 @@ class RangeBoard:
     new end), which only pays off when the half moved takes longer than that to fetch.
     """
 
-    def __init__(self, missing: list[tuple[int, int]], piece_size: int, min_split: int) -> None:
+    def __init__(
+        self,
+        missing: list[tuple[int, int]],
+        piece_size: int,
+        min_split: int,
+        *,
+        min_seconds: float = SPLIT_MIN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if piece_size <= 0 or min_split <= 0:
             raise ValueError("piece_size and min_split must be positive")
         self.min_split = min_split
+        self.min_seconds = min_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self._unassigned: list[Piece] = []
         for start, end in missing:
@@ -69,6 +98,7 @@ class RangeBoard:
             piece = self._unassigned.pop() if self._unassigned else self._split_largest()
             if piece is None:
                 return None
+            piece._taken = self._clock()
             self._active.add(piece)
             return piece
 
@@ -84,9 +114,17 @@ class RangeBoard:
             return len(pieces) > 1 or any(p.remaining >= 2 * self.min_split for p in pieces)
 
     def _largest_splittable(self) -> Piece | None:
-        best = max(self._active, key=lambda p: p.remaining, default=None)
-        if best is None or best.remaining < 2 * self.min_split:
-            return None
+        """The piece whose owner will take longest, if splitting it is worth a request."""
+        now = self._clock()
+        best, best_left = None, 0.0
+        for piece in self._active:
+            if piece.remaining < 2 * self.min_split:
+                continue
+            left = piece.seconds_left(now, self.min_seconds)
+            if left < self.min_seconds:
+                continue
+            if best is None or (left, piece.remaining) > (best_left, best.remaining):
+                best, best_left = piece, left
         return best
 
     def _split_largest(self) -> Piece | None:
@@ -112,6 +150,8 @@ class RangeBoard:
         with self._lock:
             allowed = max(0, min(nbytes, piece.end - piece.pos))
             piece.pos += allowed
+            if piece._since is None:  # its rate counts from the first chunk on
+                piece._since, piece._from = self._clock(), piece.pos
             return allowed
 
     def finished(self, piece: Piece) -> None:
