@@ -22,7 +22,7 @@ class Settings:
     local_dir: Path | None = None
     max_workers: int = 16  # files fetched at once (each holds one connection of the budget)
     connections: int = 0  # connections for the whole run: 0 adapts (8 up to 32), N pins it
-    segment_size: int = 0  # largest Range request; 0: a file is cut into one piece per connection
+    segment_size: int = 32 * MiB  # largest piece (Range request); 0: no cap
     min_split: int = 2 * MiB  # a piece in flight is split in two only if both halves are this big
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # no byte for this long: the connection is cut and resumed
