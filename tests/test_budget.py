@@ -36,15 +36,20 @@ def test_it_stops_where_more_connections_stop_helping() -> None:
     rates = link(per_connection=20.0, total=200.0)  # 10 connections fill it
     for _ in range(20):
         feed(count, rates)
-    assert count.limit == 12  # 8 -> 12 gave +25%; 12 -> 18 gave nothing and was undone
+    # 8 -> 16 gave +25%; 16 -> 32 gave nothing and was undone; so was the finer 16 -> 24.
+    assert count.limit == 16
 
 
-def test_a_flat_step_is_undone_and_retried_only_after_a_while() -> None:
+def test_a_flat_step_is_undone_then_a_finer_one_then_it_waits() -> None:
     count = AdaptiveCount(8, 32)
     flat = {n: 100.0 for n in range(1, 33)}
-    feed(count, flat, 2)  # settle, then baseline and a step to 12
+    feed(count, flat, 2)  # baseline and a step to 16, then an interval to settle
+    assert count.limit == 16
+    feed(count, flat, 2)  # judged: no gain -> back to 8 (and settle)
+    assert count.limit == 8
+    feed(count, flat, 2)  # a finer step
     assert count.limit == 12
-    feed(count, flat, 2)  # settle, then judged: no gain -> back to 8
+    feed(count, flat, 2)
     assert count.limit == 8
     feed(count, flat, REPROBE_INTERVALS)
     assert count.limit == 8  # holding

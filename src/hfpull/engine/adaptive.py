@@ -2,11 +2,11 @@
 
 Called once per sample interval with the aggregate byte rate of that interval and whether the
 limit was binding (someone wanted a connection and could not get one). Open more while each
-step up still gives more: raise by half, skip an interval while the new connections open,
-keep the step if the rate rose by at least ``gain``, else go back and stop probing for a
-while. A rate measured while the limit was not binding says nothing about the link and is
-ignored. Congestion (429/503, resets) halves the count at once and caps later growth below
-the level that caused it.
+step up still gives more: double, skip an interval while the new connections open, keep the
+step if the rate rose by at least ``gain``, else go back; then try a finer step (half as
+many again), and when that fails too, stop probing for a while. A rate measured while the
+limit was not binding says nothing about the link and is ignored. Congestion (429/503,
+resets) halves the count at once and caps later growth below the level that caused it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GAIN = 0.10  # a step up must bring at least this much more rate to be kept
-REPROBE_INTERVALS = 20  # after a step that gave nothing, wait this many intervals to retry
-COOLDOWN_INTERVALS = 2  # congestion reports this soon after a backoff are the same event
+REPROBE_INTERVALS = 40  # after a step that gave nothing, wait this many intervals (10 s) to retry
+COOLDOWN_INTERVALS = 4  # congestion reports this soon (1 s) after a backoff are the same event
 
 
 @dataclass
@@ -25,9 +25,10 @@ class AdaptiveCount:
     gain: float = GAIN
     _baseline: float | None = None  # rate measured at the current limit while it was binding
     _previous: int | None = None  # the limit before the step being judged
-    _settle: int = 1  # intervals to ignore (connections opening or closing)
+    _settle: int = 0  # intervals to ignore (connections opening or closing)
     _hold: int = 0  # intervals before the next step up may be tried
     _cooldown: int = 0
+    _step: float = 2.0  # the next step up multiplies the limit by this
 
     def observe(self, rate: float, saturated: bool) -> int:
         """One interval's rate (bytes/s); returns the limit for the next interval."""
@@ -39,7 +40,11 @@ class AdaptiveCount:
             assert self._baseline is not None
             if saturated and rate < self._baseline * (1 + self.gain):
                 self.limit, self._previous, self._baseline = self._previous, None, None
-                self._hold, self._settle = REPROBE_INTERVALS, 1
+                if self._step > 1.5:
+                    self._step = 1.5  # a finer step from here, at once
+                else:
+                    self._hold = REPROBE_INTERVALS
+                self._settle = 1
                 return self.limit
             self._previous = None  # the step paid off (or the limit stopped binding): keep it
             self._baseline = rate if saturated else None
@@ -53,7 +58,7 @@ class AdaptiveCount:
             self._baseline = rate
         if self.limit < self.ceiling:
             self._previous = self.limit
-            self.limit = min(self.ceiling, self.limit + max(2, self.limit // 2))
+            self.limit = min(self.ceiling, max(self.limit + 2, int(self.limit * self._step)))
             self._settle = 1
         return self.limit
 

@@ -19,7 +19,7 @@ from hfpull.settings import Settings
 
 START_CONNECTIONS = 8  # the adaptive count's first guess for the run
 MAX_CONNECTIONS = 32  # ceiling, adaptive or pinned
-SAMPLE_SECONDS = 0.5  # rate sampling interval of the adaptive count
+SAMPLE_SECONDS = 0.25  # rate sampling interval: a step up is judged within about 0.5 s
 _WAIT_POLL = 0.2  # a waiting primary re-checks for a cancel this often
 
 
