@@ -20,9 +20,10 @@ class Settings:
     token: str | None = field(default=None, repr=False)  # never printed
     cache_dir: Path = field(default_factory=lambda: Path("~/.cache/huggingface/hub").expanduser())
     local_dir: Path | None = None
-    max_workers: int = 8  # files downloaded at once
-    connections: int = 8  # Range connections for one large file
-    segment_size: int = 32 * MiB  # files above this are split into Range segments
+    max_workers: int = 8  # files fetched at once (each holds one connection of the budget)
+    connections: int = 0  # connections for the whole run: 0 adapts (8 up to 32), N pins it
+    segment_size: int = 32 * MiB  # largest piece (Range request); 0: no cap
+    min_split: int = 2 * MiB  # a piece in flight is split in two only if both halves are this big
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # no byte for this long: the connection is cut and resumed
     min_speed: int = 1024  # bytes/s; slower than this over stall_window: cut and resume

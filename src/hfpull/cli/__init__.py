@@ -91,7 +91,13 @@ Token = Annotated[
 ]
 MaxWorkers = Annotated[int, typer.Option("--max-workers", min=1, max=64, help="Files at once.")]
 Connections = Annotated[
-    int, typer.Option("--connections", min=1, max=32, help="Range connections per large file.")
+    int,
+    typer.Option(
+        "--connections",
+        min=0,
+        max=32,
+        help="Connections for the whole run, shared by all files (0: adapt, from 8 up to 32).",
+    ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 Progress = Annotated[
@@ -130,7 +136,7 @@ def get(
     mirror: Mirror = None,
     token: Token = None,
     max_workers: MaxWorkers = 8,
-    connections: Connections = 8,
+    connections: Connections = 0,
     lock: Annotated[
         Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins.")
     ] = None,
@@ -212,7 +218,7 @@ def pack(
     mirror: Mirror = None,
     token: Token = None,
     max_workers: MaxWorkers = 8,
-    connections: Connections = 8,
+    connections: Connections = 0,
     quiet: Quiet = False,
     progress: Progress = False,
     debug: Debug = False,

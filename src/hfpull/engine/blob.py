@@ -13,15 +13,17 @@ import http.client
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import requests
 import urllib3.exceptions
 
+from hfpull.engine.budget import MAX_CONNECTIONS, ConnectionBudget, Slot
 from hfpull.engine.partial import Partial
 from hfpull.engine.prefix_hash import PrefixHasher
+from hfpull.engine.ranges import Piece, RangeBoard
 from hfpull.errors import HfpullError, IntegrityError
 from hfpull.events import ProgressCallback, ProgressEvent
 from hfpull.fs import disk_errors
@@ -49,14 +51,21 @@ _TRANSPORT_ERRORS = (
 )
 
 
+_PUSHBACK = frozenset({429, 503})  # the server asks for less: the adaptive count backs off
+RECRUIT_POLL = 0.05  # seconds between a big file's looks for a free connection
+
+
 class Cancelled(Exception):
     """The run is stopping (Ctrl-C, or another file hit a fatal error)."""
 
 
 class _Transient(Exception):
-    def __init__(self, problem: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, problem: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(problem)
         self.retry_after = retry_after
+        self.status = status
 
 
 class _Refused(Exception):
@@ -112,24 +121,32 @@ class FetchContext:
                 self._urls[(source.base_url, file.etag)] = url
 
 
-@dataclass
-class _Cursor:
-    pos: int
-
-
 class BlobTransfer:
-    """Download ``file`` into ``partial`` (which may already hold some ranges) and verify it."""
+    """Download ``file`` into ``partial`` (which may already hold some ranges) and verify it.
 
-    def __init__(self, ctx: FetchContext, file: RemoteFile, partial: Partial) -> None:
+    Its connections take slots from ``budget`` (one budget per run, shared by all files); a
+    file that can be split gets more connections while the budget has room and its
+    :class:`RangeBoard` has work for them."""
+
+    def __init__(
+        self,
+        ctx: FetchContext,
+        file: RemoteFile,
+        partial: Partial,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
         self.ctx = ctx
         self.file = file
         self.partial = partial
+        self.budget = budget if budget is not None else ConnectionBudget.from_settings(ctx.settings)
         self.abort = threading.Event()
         self.sources_used: list[str] = []
         self.bytes_received = 0
+        self.peak_connections = 0  # most connections this file had open at once
         self._avoid: set[str] = set()
         self._hash = PrefixHasher(file, partial)
         self._count_lock = threading.Lock()
+        self._open = 0
 
     # -- orchestration ----------------------------------------------------------------
 
@@ -160,57 +177,130 @@ class BlobTransfer:
 
     def _fetch_missing(self) -> None:
         missing = self.partial.snapshot_done().missing(self.file.size)
-        pieces = _split(missing, self.ctx.settings.segment_size)
-        workers = min(self.ctx.settings.connections, len(pieces))
+        if not missing:
+            return
+        settings = self.ctx.settings
+        size = RangeBoard.piece_size_for(
+            sum(e - s for s, e in missing),
+            self.budget.limit,
+            settings.min_split,
+            settings.segment_size,
+        )
+        board = RangeBoard(missing, size, settings.min_split)
         try:
-            if workers <= 1:
-                for start, end in pieces:
-                    self.fetch_range(start, end)
-            else:
-                self._fetch_parallel(pieces, workers)
+            self._fetch_board(board)
         except NoRangeSupport:
             # Every source ignores Range: one request from the first gap, skipping ahead.
             first_gap = self.partial.snapshot_done().missing(self.file.size)[0][0]
             self.ctx.emit(
                 ProgressEvent("retry", self.file.path, message="source ignores Range; one stream")
             )
-            self.fetch_range(first_gap, self.file.size, allow_skip=True)
+            single = RangeBoard([(first_gap, self.file.size)], self.file.size, self.file.size)
+            self._with_primary(lambda slot: self._connection(single, slot, allow_skip=True))
 
-    def _fetch_parallel(self, pieces: list[tuple[int, int]], workers: int) -> None:
-        with ThreadPoolExecutor(workers, thread_name_prefix="hfpull-seg") as pool:
-            futures = [pool.submit(self.fetch_range, s, e) for s, e in pieces]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                self.abort.set()  # the file cannot complete: stop its other segments
+    def _with_primary(self, work: Callable[[Slot], None]) -> None:
+        """Run ``work`` on this file's primary connection (waits for the budget)."""
+        slot = self.budget.acquire(self.ctx.cancel)
+        if slot is None:
+            raise Cancelled
+        work(slot)
+
+    def _fetch_board(self, board: RangeBoard) -> None:
+        if not board.can_ever_split():  # one piece too small to split: one connection
+            self._with_primary(lambda slot: self._connection(board, slot))
+            return
+        with ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="hfpull-conn") as pool:
+            futures: set[Future[None]] = set()
+            try:
+                self._with_primary(
+                    lambda slot: futures.add(pool.submit(self._connection, board, slot))
+                )
+                self._recruit(board, pool, futures)
+            except BaseException as first:
+                self.abort.set()  # the file cannot complete: stop its other connections
                 wait(futures)
                 self.abort.clear()
-                errors = [f.exception() for f in futures if f.exception() is not None]
-                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])  # type: ignore[misc]
+                errors = [e for f in futures if (e := f.exception()) is not None]
+                real = [e for e in errors if not isinstance(e, Cancelled)]
+                raise (real[0] if real else first) from None
+
+    def _recruit(
+        self, board: RangeBoard, pool: ThreadPoolExecutor, futures: set[Future[None]]
+    ) -> None:
+        """Give the file more connections while the budget has room and the board has work
+        (an unstarted piece, or one big enough to split); raise the first failure."""
+        pending = set(futures)
+        while pending:
+            while not self.abort.is_set() and board.has_work():
+                slot = self.budget.try_extra()
+                if slot is None:
+                    break
+                piece = board.take()
+                if piece is None:
+                    self.budget.release(slot)
+                    break
+                future = pool.submit(self._connection, board, slot, piece)
+                futures.add(future)
+                pending.add(future)
+            done, pending = wait(pending, timeout=RECRUIT_POLL, return_when=FIRST_EXCEPTION)
+            for future in done:
+                error = future.exception()
+                if error is not None:
+                    raise error
+
+    def _connection(
+        self,
+        board: RangeBoard,
+        slot: Slot,
+        piece: Piece | None = None,
+        allow_skip: bool = False,
+    ) -> None:
+        """One connection: fetch pieces from ``board`` until it has none left for us."""
+        with self._count_lock:
+            self._open += 1
+            self.peak_connections = max(self.peak_connections, self._open)
+        try:
+            piece = piece or board.take()
+            while piece is not None:
+                try:
+                    shed = self.fetch_range(board, piece, slot, allow_skip)
+                finally:
+                    board.finished(piece)
+                if shed or (slot.extra and self.budget.shed(slot)):
+                    return
+                piece = board.take()
+        finally:
+            self.budget.release(slot)
+            with self._count_lock:
+                self._open -= 1
 
     # -- one range over the sources ---------------------------------------------------
 
-    def fetch_range(self, start: int, end: int, allow_skip: bool = False) -> None:
-        cursor = _Cursor(start)
+    def fetch_range(
+        self, board: RangeBoard, piece: Piece, slot: Slot, allow_skip: bool = False
+    ) -> bool:
+        """Fetch ``piece`` up to its (movable) end over the sources with the retry ladder.
+        Returns True when the connection left early because the budget shrank (``slot`` is
+        released then, and the rest of the piece goes back to the board)."""
         last_error: HfpullError | None = None
         last_problem: str | None = None
         skipped_for_ranges = False
         sources = self._ordered_sources()
         for index, source in enumerate(sources):
-            if not source.honours_ranges and cursor.pos > 0 and not allow_skip:
+            if not source.honours_ranges and piece.pos > 0 and not allow_skip:
                 skipped_for_ranges = True
                 continue
             is_last = index == len(sources) - 1
             failures = expirations = 0
             while True:
                 self._check_cancel()
-                before = cursor.pos
+                before = piece.pos
                 try:
-                    self._attempt(source, cursor, end, allow_skip)
+                    shed = self._attempt(source, board, piece, slot, allow_skip)
                     self.ctx.pool.succeeded(source)
-                    return
+                    return shed
                 except _Expired:
-                    expirations = 0 if cursor.pos > before else expirations + 1
+                    expirations = 0 if piece.pos > before else expirations + 1
                     if expirations <= 3:
                         continue
                     failure = Failure(Outcome.TRANSIENT)
@@ -222,6 +312,8 @@ class BlobTransfer:
                     skipped_for_ranges = True
                     break
                 except _Transient as exc:
+                    if exc.status in _PUSHBACK:
+                        self.budget.congested()
                     failure = Failure(Outcome.TRANSIENT, exc.retry_after)
                     last_problem = f"{source.host}: {exc}"
                 except _TRANSPORT_ERRORS as exc:
@@ -229,11 +321,13 @@ class BlobTransfer:
                     if certificate is not None:
                         last_error, failure = certificate, Failure(Outcome.TLS)
                     else:
+                        if _is_reset(exc):
+                            self.budget.congested()
                         unreachable = is_unreachable(exc)
                         failure = Failure(Outcome.UNREACHABLE if unreachable else Outcome.TRANSIENT)
                         last_problem = f"{source.host}: {describe_transport_error(exc)}"
                 # Bytes landed since the last failure: this source is working, count afresh.
-                failures = 1 if cursor.pos > before else failures + 1
+                failures = 1 if piece.pos > before else failures + 1
                 retry = self.ctx.pool.settle(
                     source, failure, failures, is_last=is_last, policy=self.ctx.policy
                 )
@@ -248,23 +342,26 @@ class BlobTransfer:
                 )
                 if self._sleep(retry.delay):
                     self._check_cancel()
-        if skipped_for_ranges and cursor.pos > 0 and not allow_skip:
+        if skipped_for_ranges and piece.pos > 0 and not allow_skip:
             raise NoRangeSupport
         if last_error is not None:
             raise last_error
         raise self.ctx.pool.exhausted_error(self.file.path, last_problem)
 
-    def _attempt(self, source: Source, cursor: _Cursor, end: int, allow_skip: bool) -> None:
+    def _attempt(
+        self, source: Source, board: RangeBoard, piece: Piece, slot: Slot, allow_skip: bool
+    ) -> bool:
         file = self.file
         cached = self.ctx.cached_url(source, file)
         resolve_url = self.ctx.resolve_url(source, file)
+        start, end = piece.pos, board.end_of(piece)  # the end may move down while we stream
         response = request_following_redirects(
             self.ctx.session(),
             "GET",
             cached or resolve_url,
             token=self.ctx.settings.token,
             trusted_origin=source.origin,
-            headers={"Range": f"bytes={cursor.pos}-{end - 1}"},
+            headers={"Range": f"bytes={start}-{end - 1}"},
             stream=True,
             timeout=(self.ctx.settings.connect_timeout, self.ctx.settings.read_timeout),
         )
@@ -277,16 +374,16 @@ class BlobTransfer:
             if status >= 400 and status != 416:
                 error = error_from_response(response, f"{self.ctx.repo.repo_id}/{file.path}")
                 if error is None:
-                    raise _Transient(f"HTTP {status}", parse_retry_after(response))
+                    raise _Transient(f"HTTP {status}", parse_retry_after(response), status)
                 raise _Refused(error)
             if response.url != resolve_url:
                 self.ctx.remember_url(source, file, response.url)
             encoding = response.headers.get("Content-Encoding", "identity").lower()
             if encoding not in ("identity", ""):
                 raise _Transient(f"compressed body ({encoding}) refused")
-            skip = self._check_status(response, cursor.pos, end, allow_skip)
+            skip = self._check_status(response, start, end, allow_skip)
             self.sources_used.append(source.host)
-            self._stream(response, cursor, end, skip)
+            return self._stream(response, board, piece, slot, skip)
 
     def _check_status(
         self, response: requests.Response, pos: int, end: int, allow_skip: bool
@@ -315,12 +412,19 @@ class BlobTransfer:
             raise _Transient(f"body of {length} bytes where {expected} were expected")
         return skip
 
-    def _stream(self, response: requests.Response, cursor: _Cursor, end: int, skip: int) -> None:
+    def _stream(
+        self, response: requests.Response, board: RangeBoard, piece: Piece, slot: Slot, skip: int
+    ) -> bool:
+        """Write the body at ``piece.pos`` until the piece's end (which a split may move
+        down meanwhile: every chunk is reserved on the board before it is written)."""
         raw = response.raw
         settings = self.ctx.settings
+        budget = self.budget
         window_start, window_bytes = time.monotonic(), 0
-        while cursor.pos < end:
+        while piece.pos < piece.end:  # end only moves down, and never below pos
             self._check_cancel()
+            if slot.extra and budget.over_limit and budget.shed(slot):
+                return True
             data = raw.read1(min(READ_CHUNK, skip) if skip else READ_CHUNK)
             if not data:
                 raise _Transient("connection closed before the end of the body")
@@ -331,14 +435,17 @@ class BlobTransfer:
                     data, skip = data[len(data) + skip :], 0
                 else:
                     continue
-            data = data[: end - cursor.pos]
-            self._write(cursor.pos, data)
-            cursor.pos += len(data)
+            offset = piece.pos
+            allowed = board.reserve(piece, len(data))
+            if allowed:
+                self._write(offset, data if allowed == len(data) else data[:allowed])
+                slot.received += allowed
             now = time.monotonic()
             if now - window_start >= settings.stall_window:
                 if window_bytes < settings.min_speed * (now - window_start):
                     raise _Transient("stalled (too slow)")
                 window_start, window_bytes = now, 0
+        return False
 
     # -- bytes, hash, helpers ----------------------------------------------------------
 
@@ -380,10 +487,15 @@ class BlobTransfer:
         return False
 
 
-def _split(ranges: list[tuple[int, int]], segment: int) -> list[tuple[int, int]]:
-    pieces = []
-    for start, end in ranges:
-        while start < end:
-            pieces.append((start, min(end, start + segment)))
-            start += segment
-    return pieces
+def _is_reset(exc: BaseException) -> bool:
+    """A connection reset by the peer, however deep requests/urllib3 wrapped it."""
+    todo: list[BaseException] = [exc]
+    for _ in range(16):  # wrappers nest a few levels deep; a cycle must not loop forever
+        if not todo:
+            return False
+        error = todo.pop()
+        if isinstance(error, ConnectionResetError):
+            return True
+        todo += [a for a in error.args if isinstance(a, BaseException)]
+        todo += [e for e in (error.__cause__, error.__context__) if e is not None]
+    return False

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from hfpull.cache.layout import ensure_dirs
 from hfpull.engine.blob import BlobTransfer, Cancelled, FetchContext
+from hfpull.engine.budget import ConnectionBudget
 from hfpull.engine.owner import LeaseWatch
 from hfpull.engine.partial import BUSY, LostPartial, Partial, claim
 from hfpull.errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
@@ -86,12 +87,15 @@ class Engine:
         ctx: FetchContext,
         layout: Layout,
         on_claim: Callable[[Partial], None] | None = None,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         """``on_claim`` sees each partial this run writes, before its first byte (the mirror
-        streams a blob to clients while it fills)."""
+        streams a blob to clients while it fills). ``budget``: the connections of the run
+        (default: from the settings, one budget for everything this engine downloads)."""
         self.ctx = ctx
         self.layout = layout
         self.on_claim = on_claim
+        self.budget = budget if budget is not None else ConnectionBudget.from_settings(ctx.settings)
         lease = ctx.settings.lease_seconds
         self._heartbeat = _Heartbeat(min(HEARTBEAT_SECONDS, lease / 8))
         self._watch = LeaseWatch(lease)  # one per run: a silent owner's lease spans our polls
@@ -104,6 +108,13 @@ class Engine:
         ensure_dirs(self.layout.disk_root, self.layout.partial_dir)
         beat = threading.Thread(target=self._heartbeat.run, name="hfpull-heartbeat", daemon=True)
         beat.start()
+        sampler = threading.Thread(
+            target=self.budget.run_sampler,
+            args=(self._heartbeat.stop,),
+            name="hfpull-connections",
+            daemon=True,
+        )
+        sampler.start()
         workers = min(self.ctx.settings.max_workers, len(groups))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="hfpull-file")
         futures: dict[Future[BlobOutcome | _Deferred], list[RemoteFile]] = {
@@ -162,6 +173,11 @@ class Engine:
             )
         return outcomes
 
+    @property
+    def peak_connections(self) -> int:
+        """The most connections this engine had open at once (for the end-of-run report)."""
+        return self.budget.peak
+
     def _stop_promptly(
         self, pool: ThreadPoolExecutor, futures: set[Future[BlobOutcome | _Deferred]]
     ) -> None:
@@ -197,7 +213,7 @@ class Engine:
         self._heartbeat.track(partial)
         if self.on_claim is not None:
             self.on_claim(partial)
-        transfer = BlobTransfer(self.ctx, file, partial)
+        transfer = BlobTransfer(self.ctx, file, partial, self.budget)
         already = partial.snapshot_done().total()
         self.ctx.emit(ProgressEvent("start", file.path, size=file.size, nbytes=already))
         try:
