@@ -226,7 +226,7 @@ class Session:
             outcomes = engine.download(group_by_blob(p.file for p in plan.to_fetch))
         except GatedRepoError as error:  # the Hub lists gated repos freely; files need access
             raise self._gated_hint(error) from None
-        return outcomes, _connections_used(engine, self.settings)
+        return outcomes, engine.peak_connections
 
 
 class RunTally:
@@ -261,13 +261,6 @@ class RunTally:
 
     def seconds(self) -> float:
         return time.monotonic() - self.started
-
-
-def _connections_used(engine: object, settings: Settings) -> int:
-    """Download connections of the run: the engine's peak once it reports one (the issue 9
-    scheduler: an ``Engine.peak_connections`` int), until then the configured --connections."""
-    peak = getattr(engine, "peak_connections", None)
-    return peak if isinstance(peak, int) and peak > 0 else settings.connections
 
 
 def download(

@@ -69,9 +69,8 @@ def failure_summary_lines(repo: str, tally: RunTally) -> list[str]:
 
 
 def _connections(count: int) -> str:
-    # The configured --connections until the engine reports its peak (pull._connections_used);
-    # then this says "N connections".
-    return f"up to {count} connections per file"
+    """The most connections the run had open at once (the engine's budget peak)."""
+    return f"{count} connection" if count == 1 else f"{count} connections"
 
 
 def _count(files: int) -> str:
