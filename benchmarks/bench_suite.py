@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,7 @@ KILL_AT = 0.5  # S5: share of the file sent before SIGKILL
 POLL = 0.02  # seconds between byte counts while waiting for KILL_AT
 SMALL_SEED = 9  # S3's file sizes are reproducible; contents are fresh random bytes
 HELP_RUNS = 10
+LINK_CHECK_STREAMS = 16
 
 
 @dataclass(frozen=True)
@@ -222,13 +223,14 @@ class Scenario:
     link: Link
     tools: tuple[str, ...]
     resume: bool = False
+    link_check: bool = False  # first measure what the fake Hub itself delivers on this link
 
 
 MULTI = ("hfpull", "hf", "aria2c")  # repo downloaders
 SINGLE = ("hfpull", "hf", "aria2c", "curl")  # + curl for one-file scenarios
 
 SCENARIOS = (
-    Scenario("S1", "one big file, WAN", s1_repo, WAN, SINGLE),
+    Scenario("S1", "one big file, WAN", s1_repo, WAN, SINGLE, link_check=True),
     Scenario("S2", "sharded model, WAN", s2_repo, WAN, MULTI),
     Scenario("S3", "many small files + one, 40 ms", s3_repo, LATENCY_ONLY, MULTI),
     Scenario("S4", "one file, no caps", s4_repo, OPEN, (*SINGLE, "curl+sha256sum")),
@@ -451,15 +453,53 @@ def run_once(scenario: Scenario, tool: Tool, repo: Repo, hub: Hub, work: Path) -
     )
 
 
+@dataclass(frozen=True)
+class LinkCheck:
+    scenario: str
+    streams: int
+    seconds: float
+    mb_s: float
+    server_cpu_seconds: float
+
+
+def link_check(scenario: Scenario, repo: Repo, hub: Hub, work: Path) -> LinkCheck | None:
+    """What the fake Hub delivers on this link on this machine now: LINK_CHECK_STREAMS curl
+    Range GETs of the one file in parallel, to /dev/null (no tool overhead, no disk)."""
+    curl = shutil.which("curl")
+    if curl is None or len(repo.files) != 1:
+        return None
+    ((name, data),) = repo.files.items()
+    step = -(-data.size // LINK_CHECK_STREAMS)
+    ranges = [f"{i * step}-{min(data.size, (i + 1) * step) - 1}" for i in range(LINK_CHECK_STREAMS)]
+    url = f"{hub.url}/{repo.repo_id}/resolve/main/{name}"
+    script = 'u=$1; shift; for r in "$@"; do curl -sSfL -r "$r" -o /dev/null "$u" & done; wait'
+    work.mkdir(parents=True, exist_ok=True)
+    wait_idle(hub)
+    before, cpu = hub.summary(reset_peak=True), process_cpu_seconds(hub.pid)
+    result, _ = measure(["sh", "-c", script, "sh", url, *ranges], clean_env(work / "home"), work)
+    sent = wire_bytes(hub.summary()) - wire_bytes(before)
+    if sent < data.size:
+        raise BenchError(f"link check: the fake Hub sent {sent} of {data.size} bytes")
+    cpu = process_cpu_seconds(hub.pid) - cpu
+    shutil.rmtree(work)
+    mb_s = data.size / MB / result.seconds
+    log(f"{scenario.key} link check: {LINK_CHECK_STREAMS} curl ranges, {mb_s:.1f} MB/s, "
+        f"fake Hub CPU {cpu:.1f} s")  # fmt: skip
+    return LinkCheck(scenario.key, LINK_CHECK_STREAMS, result.seconds, mb_s, cpu)
+
+
 def run_scenario(
     scenario: Scenario, repo: Repo, chosen: Sequence[Tool], runs: int, workspace: Path
-) -> list[Row]:
+) -> tuple[list[Row], LinkCheck | None]:
     rows = []
+    check = None
     link = scenario.link
     wan = ["--aggregate-rate", str(link.aggregate), "--latency", str(link.latency)]
     wan += ["--connect-latency", str(link.latency)]
     files = {repo.repo_id: {name: f.path for name, f in repo.files.items()}}
     with fake_hub(files, link.per_connection, workspace / "hub", wan) as hub:
+        if scenario.link_check:
+            check = link_check(scenario, repo, hub, workspace / "link-check")
         for tool in chosen:
             row = Row(scenario.key, scenario.title, repo.nbytes, link, tool.key, tool.label,
                       tool.settings, missing=tool.missing)  # fmt: skip
@@ -484,7 +524,7 @@ def run_scenario(
                     + (f", killed at {run.killed_at:.0%}" if run.killed_at is not None else "")
                 )
     shutil.rmtree(workspace / "hub", ignore_errors=True)
-    return rows
+    return rows, check
 
 
 def help_times(hfpull: Tool, work: Path) -> list[float]:
@@ -542,8 +582,8 @@ def machine_facts(found: dict[str, Tool]) -> dict[str, Any]:
 
 
 def render(
-    facts: dict[str, Any], sizes: Sizes, runs: int, rows: list[Row], help_s: list[float],
-    s6: str | None,
+    facts: dict[str, Any], sizes: Sizes, runs: int, rows: list[Row], checks: list[LinkCheck],
+    help_s: list[float], s6: str | None,
 ) -> str:  # fmt: skip
     before, after = facts["load_before"], facts["load_after"]
     lines = [
@@ -577,6 +617,16 @@ def render(
         "- The fake Hub runs in Python on the same 2 cores as the tools: see its CPU column "
         "when a tool seems capped below the link.",
     ]
+    links = {s.key: s.link for s in SCENARIOS}
+    for c in checks:
+        cap = links[c.scenario].aggregate
+        lines.append(
+            f"- Link check ({c.scenario}'s link, before the tools): {c.streams} curl Range GETs "
+            f"in parallel to /dev/null drew {c.mb_s:.0f} MB/s from the fake Hub "
+            f"({c.mb_s * MB / cap:.0%} of the {cap / MB:g} MB/s cap), the fake Hub using "
+            f"{c.server_cpu_seconds:.1f} s of CPU in {c.seconds:.1f} s: what this machine's "
+            "fake Hub can deliver on that link right now."
+        )
     resume = render_resume(rows)
     if resume:
         lines += ["", "S5, where the kill landed (bytes the fake Hub had sent):", "", resume]
@@ -645,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = tools()
     facts = machine_facts(found)
     rows: list[Row] = []
+    checks: list[LinkCheck] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hfpull-suite-") as tmp:
         workspace = Path(tmp)
@@ -655,12 +706,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = [found[k] for k in scenario.tools if k in cfg.tools]
             log(f"{scenario.key}: {len(repo.files)} files, {size(repo.nbytes)}; "
                 f"{scenario.link.describe()}")  # fmt: skip
-            rows += run_scenario(scenario, repo, chosen, cfg.runs, workspace)
+            found_rows, check = run_scenario(scenario, repo, chosen, cfg.runs, workspace)
+            rows += found_rows
+            checks += [check] if check is not None else []
         help_s = help_times(found["hfpull"], workspace / "help")
     s6 = run_serve(cfg.quick) if cfg.serve else None
     facts["load_after"] = os.getloadavg()
     facts["seconds"] = round(time.monotonic() - started, 1)
-    report = render(facts, cfg.sizes, cfg.runs, rows, help_s, s6)
+    report = render(facts, cfg.sizes, cfg.runs, rows, checks, help_s, s6)
     print(report, end="")
     if cfg.out is not None:
         cfg.out.write_text(report)
@@ -668,6 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = as_json(facts, rows, targets(rows, help_s), help_s)
         payload["sizes"] = {"name": cfg.sizes.name, "why": cfg.sizes.why}
         payload["runs"] = cfg.runs
+        payload["link_checks"] = [asdict(c) for c in checks]
         cfg.json_out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     log(f"done in {facts['seconds']:.0f} s")
     failed = [r for r in rows if r.tool == HFPULL and r.error]
