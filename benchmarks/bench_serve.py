@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,9 +125,17 @@ class Hub:
     url: str
     cdn: str
     stats_url: str
+    pid: int = 0
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.stats_url + "/stats", timeout=60) as answer:
+            result: dict[str, Any] = json.load(answer)
+            return result
+
+    def summary(self, reset_peak: bool = False) -> dict[str, Any]:
+        """Body bytes per listener and connection counts (fakehub_stats /summary)."""
+        query = "?reset_peak=1" if reset_peak else ""
+        with urllib.request.urlopen(f"{self.stats_url}/summary{query}", timeout=60) as answer:
             result: dict[str, Any] = json.load(answer)
             return result
 
@@ -148,10 +156,13 @@ class Hub:
 
 
 @contextlib.contextmanager
-def fake_hub(repos: dict[str, dict[str, Path]], cap: int, workdir: Path) -> Iterator[Hub]:
+def fake_hub(
+    repos: dict[str, dict[str, Path]], cap: int, workdir: Path, wan: Sequence[str] = ()
+) -> Iterator[Hub]:
+    """`wan`: more WAN flags of tests/fakehub/wan.py (--aggregate-rate, --latency, ...)."""
     workdir.mkdir(parents=True, exist_ok=True)
     info = workdir / "hub.json"
-    cmd = [sys.executable, "-m", "benchmarks.fakehub_stats", "--throttle", str(cap)]
+    cmd = [sys.executable, "-m", "benchmarks.fakehub_stats", "--throttle", str(cap), *wan]
     cmd += ["--lfs-threshold", str(LFS_THRESHOLD), "--info-file", str(info)]
     for repo, files in repos.items():
         cmd += [arg for name, path in files.items() for arg in ("--file", f"{repo}:{name}={path}")]
@@ -167,7 +178,7 @@ def fake_hub(repos: dict[str, dict[str, Path]], cap: int, workdir: Path) -> Iter
                 raise BenchError("fake hub did not start: " + log_path.read_text()[-2000:])
             time.sleep(0.05)
         urls = json.loads(info.read_text())
-        yield Hub(urls["hub"], urls["cdn"], urls["stats"])
+        yield Hub(urls["hub"], urls["cdn"], urls["stats"], proc.pid)
     finally:
         stop(proc)
 

@@ -9,7 +9,12 @@ repos (one commit on main each), and two additions:
   its response started (CLOCK_MONOTONIC is system-wide on Linux, so another process on this
   machine can compare them with its own clock);
 - a third listener answers ``GET /stats`` with JSON: body bytes sent by each listener (2xx
-  responses only, in-flight bodies included) and the request log with those timestamps.
+  responses only, in-flight bodies included) and the request log with those timestamps;
+  ``GET /summary[?reset_peak=1]`` the same byte counts and each listener's connections
+  (open, opened, peak at once; the reset starts a new peak), cheap enough to poll.
+
+The WAN flags (--throttle, --aggregate-rate, --latency, --connect-latency) are those of
+``python -m tests.fakehub`` (tests/fakehub/wan.py).
 
 --info-file receives {"hub": URL, "cdn": URL, "stats": URL} once all three listen.
 """
@@ -26,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.fakehub import wan
 from tests.fakehub.handler import Handler
 from tests.fakehub.log import Exchange, RequestLog, RequestRecord
 from tests.fakehub.server import FakeHub
@@ -72,11 +78,25 @@ def stats(hub: FakeHub) -> dict[str, Any]:
     }
 
 
+def summary(hub: FakeHub, reset_peak: bool) -> dict[str, Any]:
+    """Body bytes per listener and connection counts, without the request log (cheap to poll)."""
+    cdn_bytes = hub.bytes_sent("/cdn/")
+    return {
+        "cdn_body_bytes": cdn_bytes,
+        "hub_body_bytes": hub.bytes_sent() - cdn_bytes,
+        "connections": hub.connections(reset_peak),
+    }
+
+
 def _stats_server(hub: FakeHub) -> ThreadingHTTPServer:
     class StatsHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(stats(hub)).encode()
-            self.send_response(200 if self.path == "/stats" else 404)
+            path, _, query = self.path.partition("?")
+            if path == "/summary":
+                body = json.dumps(summary(hub, reset_peak=query == "reset_peak=1")).encode()
+            else:
+                body = json.dumps(stats(hub)).encode()
+            self.send_response(200 if path in ("/stats", "/summary") else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -95,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fakehub_stats")
     parser.add_argument("--file", action="append", default=[], metavar="REPO:PATH=LOCAL")
     parser.add_argument("--lfs-threshold", type=int, default=1024)
-    parser.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S")
+    wan.add_arguments(parser)
     parser.add_argument("--info-file", type=Path, required=True)
     args = parser.parse_args(argv)
     repos: dict[str, dict[str, bytes | Path]] = {}
@@ -111,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     with FakeHub() as hub:
-        hub.throttle_rate = args.throttle
+        wan.apply(hub, args)
         for repo, files in repos.items():
             hub.add_repo(repo, files, lfs_threshold=args.lfs_threshold)
         server = _stats_server(hub)

@@ -1,7 +1,8 @@
 """Run a FakeHub in its own process (for benchmarks).
 
     python -m tests.fakehub --repo org/model --file model.safetensors=/tmp/big.bin \
-        [--throttle BYTES_PER_S] [--port-file F]
+        [--throttle BYTES_PER_S] [--aggregate-rate BYTES_PER_S] [--latency S]
+        [--connect-latency S] [--port-file F]
 
 Prints the hub URL (also written to --port-file) and serves until SIGTERM/SIGINT.
 """
@@ -14,6 +15,7 @@ import signal
 import threading
 from pathlib import Path
 
+from . import wan
 from .server import FakeHub
 
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         "--file", action="append", default=[], metavar="PATH=LOCAL", help="repo path=local file"
     )
     parser.add_argument("--lfs-threshold", type=int, default=1024)
-    parser.add_argument("--throttle", type=int, default=0, metavar="BYTES_PER_S")
+    wan.add_arguments(parser)
     parser.add_argument("--port-file", type=Path, help="write the hub URL to this file")
     args = parser.parse_args(argv)
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     with FakeHub() as hub:
-        hub.throttle_rate = args.throttle
+        wan.apply(hub, args)
         hub.add_repo(args.repo, files, repo_type=args.repo_type, lfs_threshold=args.lfs_threshold)
         if args.port_file:
             tmp = args.port_file.with_name(args.port_file.name + ".tmp")

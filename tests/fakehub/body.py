@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .store import Blob
+from .wan import TokenBucket
 
 CHUNK = 1 << 20
 
@@ -33,6 +34,7 @@ class BodyPlan:
     rate: int = 0  # bytes/s cap for this response, 0 = unlimited
     trickle: float | None = None  # seconds between single bytes
     chunked: bool = False  # Transfer-Encoding: chunked framing (one chunk per send step)
+    link: TokenBucket | None = None  # the aggregate cap shared with every other response
 
     @property
     def total(self) -> int:
@@ -42,8 +44,9 @@ class BodyPlan:
     def step(self) -> int:
         if self.trickle is not None:
             return 1
-        if self.rate:
-            return max(1, min(64 * 1024, self.rate // 50))
+        rates = [r for r in (self.rate, self.link.rate if self.link else 0) if r > 0]
+        if rates:
+            return max(1, min(64 * 1024, int(min(rates)) // 50))
         return CHUNK
 
 
@@ -69,9 +72,11 @@ def send_body(
             if plan.rate:
                 # Pacing against the start time keeps the long-run rate exact despite sleep jitter.
                 pause(stopping, started + sent / plan.rate - time.monotonic())
+            n = min(step, total - sent)
+            if plan.link is not None:
+                pause(stopping, plan.link.reserve(n))  # paid before sending: no free first step
             if stopping.is_set():
                 raise Stopped
-            n = min(step, total - sent)
             if sent + n == total:
                 progress.begin_final()
             pos = plan.start + sent

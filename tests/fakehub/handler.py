@@ -63,6 +63,8 @@ class Handler(BaseHTTPRequestHandler):
             body=body,
         )
         applied: list[str] = []
+        if hub.latency > 0:
+            pause(hub.stopping, hub.latency)  # the WAN round trip (wan.py), before any fault
         delay = hub.fault_book.take(req, ("delay",))
         if delay is not None:
             applied.append("delay")
@@ -149,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             flip_at=flip.after_bytes if flip else None,
             rate=min((r for r in rates if r > 0), default=0),
             trickle=trickle.seconds if trickle else None,
+            link=hub.link.for_rate(hub.aggregate_rate),
         )
         return plan, terminal
 

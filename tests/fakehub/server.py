@@ -20,6 +20,7 @@ from .hub_api import HubApi
 from .log import RequestLog, RequestRecord
 from .replies import Reply, Request
 from .store import Store
+from .wan import LinkBucket
 
 STOP_TIMEOUT = 5.0
 
@@ -38,6 +39,8 @@ class Listener(ThreadingHTTPServer):
         self._open_conns: set[socket.socket] = set()
         self._handler_threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        self.opened = 0  # connections accepted since start
+        self.peak = 0  # most connections open at once since start or reset_peak()
         super().__init__(("127.0.0.1", 0), Handler)
 
     def server_bind(self) -> None:
@@ -53,6 +56,8 @@ class Listener(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
             self._open_conns.add(request)
+            self.opened += 1
+            self.peak = max(self.peak, len(self._open_conns))
         super().process_request(request, client_address)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -60,6 +65,9 @@ class Listener(ThreadingHTTPServer):
         with self._lock:
             self._handler_threads.add(thread)
         try:
+            if self.hub.connect_latency > 0 and self.hub.stopping.wait(self.hub.connect_latency):
+                self.shutdown_request(request)  # stopping: close it unanswered
+                return
             super().process_request_thread(request, client_address)
         finally:
             with self._lock:
@@ -77,6 +85,14 @@ class Listener(ThreadingHTTPServer):
         """Unexpected exceptions go to hub.errors, never to stderr. Disconnects are expected."""
         if not isinstance(sys.exc_info()[1], (OSError, EOFError)):
             self.hub.errors.append(traceback.format_exc())
+
+    def connections(self, reset_peak: bool = False) -> dict[str, int]:
+        """``open`` now, ``opened`` in all, ``peak`` at once (then reset to ``open``)."""
+        with self._lock:
+            counts = {"open": len(self._open_conns), "opened": self.opened, "peak": self.peak}
+            if reset_peak:
+                self.peak = len(self._open_conns)
+            return counts
 
     def cut_connections(self) -> list[threading.Thread]:
         with self._lock:
@@ -96,8 +112,10 @@ class FakeHub:
     it may access), ``page_size`` (tree pagination), ``siblings_limit``, ``cdn_url_ttl``,
     ``xet`` (advertise Xet storage for LFS files, as the real Hub does: ``xetHash`` fields,
     ``X-Xet-Hash`` and a ``Link rel="xet-auth"`` on resolve; the Xet routes themselves 404)
-    (seconds), ``throttle_rate`` (bytes/s per response for file content, 0 = off) and
-    ``faults`` (see faults.py for which requests consume which kind).
+    (seconds), ``throttle_rate`` (bytes/s per response for file content, 0 = off),
+    ``aggregate_rate`` (bytes/s for all bodies together, 0 = off), ``latency`` (seconds before
+    each answer), ``connect_latency`` (seconds before a new connection's first request; the
+    WAN model: see wan.py) and ``faults`` (see faults.py for which requests consume which kind).
 
     Protocol choices worth knowing:
     - A recursive tree listing includes ``directory`` entries too, like the real Hub.
@@ -117,6 +135,10 @@ class FakeHub:
         self.xet = False
         self.cdn_url_ttl: float = 3600
         self.throttle_rate = 0
+        self.aggregate_rate = 0
+        self.latency = 0.0
+        self.connect_latency = 0.0
+        self.link = LinkBucket()
         self.faults: list[Fault] = []
         self.errors: list[str] = []  # tracebacks of unexpected server-side exceptions
         self.store = Store()
@@ -233,3 +255,11 @@ class FakeHub:
 
     def reset_log(self) -> None:
         self.log.reset()
+
+    def connections(self, reset_peak: bool = False) -> dict[str, dict[str, int]]:
+        """Per listener ("hub", "cdn"): connections ``open``, ``opened`` and ``peak`` at once.
+
+        ``reset_peak`` starts a new peak from the connections open now (e.g. per benchmark run).
+        """
+        listeners = [x for x in (self._hub, self._cdn) if x is not None]
+        return {x.role: x.connections(reset_peak) for x in listeners}
