@@ -132,9 +132,12 @@ def test_a_slow_connection_has_its_range_split_off_to_the_free_ones(
     taken_over = [r for r in ranges if first < r[0] <= last and r[3] is None]
     assert taken_over  # ...because other connections took the rest of its range
     assert max(r[1] for r in taken_over) == last  # including its very last byte
-    # Nothing fetched twice beyond what the slow body had on the wire when it was cut (the
-    # fast pieces finish too soon to be worth splitting).
-    assert 16 * MiB <= fake_hub.bytes_sent("model.safetensors") <= 16 * MiB + 256 * KiB
+    # Nothing fetched twice beyond what cut bodies had on the wire when they were cut: at most
+    # a loopback socket buffer each (4 MiB). Usually only the slow body is cut (fast pieces
+    # finish too soon to be worth splitting), but on a loaded machine a fast one can be too.
+    cut = [r for r in ranges if r[2] < r[1] - r[0] + 1]
+    assert 1 <= len(cut) <= 3, ranges
+    assert 16 * MiB <= fake_hub.bytes_sent("model.safetensors") <= 16 * MiB + len(cut) * 4 * MiB
 
 
 def test_one_budget_bounds_the_connections_of_all_files(
