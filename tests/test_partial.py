@@ -21,6 +21,7 @@ import pytest
 from hfpull.engine.owner import LeaseWatch, Owner, _start_ticks, kernel_view, this_process
 from hfpull.engine.partial import (
     BUSY,
+    JOURNAL_BYTES,
     BlobNames,
     Busy,
     LostPartial,
@@ -479,4 +480,23 @@ def test_prefix_hash_matches_whatever_order_ranges_land(tmp_path: Path) -> None:
             partial.mark_done(offset, offset + len(chunk))
             hasher.landed(offset, chunk)
         assert hasher.finish() == file.sha256
+        partial.discard()
+
+
+def test_the_journal_is_written_once_enough_bytes_landed_whatever_the_time(
+    tmp_path: Path,
+) -> None:
+    """A kill loses at most JOURNAL_BYTES of work, even at rates where the time bound alone
+    would leave tens of MB unrecorded."""
+    big = RemoteFile("big.bin", 4 * JOURNAL_BYTES, "c" * 40, "d" * 64)
+    partial = claim(tmp_path, big, _watch())
+    assert isinstance(partial, Partial)
+    try:
+        chunk = 64 << 10
+        for offset in range(0, JOURNAL_BYTES + JOURNAL_BYTES // 2, chunk):
+            partial.write(offset, b"x" * chunk)
+            partial.mark_done(offset, offset + chunk)
+            partial.flush_if_due(interval=3600)  # the time bound never fires here
+        assert held_bytes(tmp_path, big) == JOURNAL_BYTES  # recorded then, not only at the end
+    finally:
         partial.discard()
