@@ -384,7 +384,7 @@ def scenarios(cfg: Config, big: BigFile, small: SmallFiles) -> list[Scenario]:
         return Scenario(name, SMALL_REPO, files, small.total, cap, jobs, verify_small(small))
 
     return [
-        on_big(f"1. {big_desc}, no cap", 0, (Job("hfpull", "defaults (--connections 8)"),)),
+        on_big(f"1. {big_desc}, no cap", 0, (Job("hfpull", "defaults (adaptive connections)"),)),
         on_big(f"2. {big_desc}, {capped}", cfg.cap, (*connection_jobs(big.size), HF_JOB)),
         on_small(f"3. {small_desc}, no cap", 0, (*worker_jobs(), HF_JOB)),
         on_small(f"4. {small_desc}, {capped}", cfg.cap, (*worker_jobs(), HF_JOB)),
