@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from hfpull.errors import NetworkError, NotFoundError
+from hfpull.errors import IntegrityError, NetworkError, NotFoundError, RepoNotFoundError
 from hfpull.hashing import lfs_pointer
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.serve import metadata
-from hfpull.serve.metadata import MetadataCache, paths_info_answer
+from hfpull.serve.answers import status_and_code
+from hfpull.serve.metadata import MetadataCache, Offline, paths_info_answer
 
 REPO = RepoRef("org/model")
 COMMIT = "a" * 40
@@ -173,3 +174,11 @@ def test_the_hit_path_finds_fresh_snapshots_in_memory_only(tmp_path: Path) -> No
     stale.snapshot(REPO, "main")
     assert stale.fresh_file(REPO, COMMIT, "x") is not None  # a commit never expires
     assert stale.fresh_file(REPO, "main", "x") is None  # in memory, but due for revalidation
+
+
+def test_one_mapping_from_errors_to_status_and_code() -> None:
+    assert status_and_code(IntegrityError("bad bytes")) == (502, "UpstreamCorrupt")
+    assert status_and_code(RepoNotFoundError("gone")) == (404, "RepoNotFound")
+    assert status_and_code(Offline("no upstream")) == (504, "Offline")  # before NetworkError
+    assert status_and_code(NetworkError("down")) == (502, "UpstreamUnavailable")
+    assert status_and_code(KeyError("bug")) == (500, "InternalError")

@@ -23,6 +23,7 @@ from hfpull.errors import NetworkError, UsageError
 from hfpull.models import RepoRef
 from hfpull.prewarm import ADMIN_PREFIX, PrewarmRequest
 from hfpull.serve.access import CLIENT_KEY, PRINCIPAL_KEY, Principal
+from hfpull.serve.answers import error_answer
 from hfpull.serve.guard import ACCESS
 from hfpull.serve.prewarm_jobs import LockMismatch, NoMatch
 
@@ -41,14 +42,14 @@ async def handle(request: web.Request, mirror: Mirror) -> web.StreamResponse:
     route = request.raw_path.split("?", 1)[0][len(ADMIN_PREFIX) :]
     methods = {"prewarm": ("POST",), "refresh": ("POST",)}.get(route, ("GET", "HEAD"))
     if request.method not in methods:
-        return error(405, "MethodNotAllowed", f"{request.method} is not served here")
+        return error_answer(405, "MethodNotAllowed", f"{request.method} is not served here")
     if route == "prewarm":
         return await _prewarm(request, mirror)
     if route.startswith("prewarm/"):
         return _job(request, mirror, route.removeprefix("prewarm/"))
     if route == "refresh":
         return await _refresh(request, mirror)
-    return error(404, "EntryNotFound", "no such admin route")
+    return error_answer(404, "EntryNotFound", "no such admin route")
 
 
 # -- who may call ----------------------------------------------------------------------------
@@ -124,11 +125,11 @@ async def _prewarm(request: web.Request, mirror: Mirror) -> web.StreamResponse:
             return refused
         job = await mirror.prewarm_jobs.start(body)
     except NoMatch as exc:
-        return error(400, "NoMatch", exc.message)
+        return error_answer(400, "NoMatch", exc.message)
     except UsageError as exc:
-        return error(400, "BadRequest", exc.message)
+        return error_answer(400, "BadRequest", exc.message)
     except LockMismatch as exc:
-        return error(409, "LockMismatch", exc.message)
+        return error_answer(409, "LockMismatch", exc.message)
     return web.json_response(job.to_json(), status=202)
 
 
@@ -137,7 +138,9 @@ def _job(request: web.Request, mirror: Mirror, job_id: str) -> web.StreamRespons
         return forbidden("prewarm")
     job = mirror.prewarm_jobs.get(job_id) if re.fullmatch(r"[0-9a-f]{16}", job_id) else None
     if job is None:
-        return error(404, "UnknownJob", "no such prewarm job (finished long ago, or restarted)")
+        return error_answer(
+            404, "UnknownJob", "no such prewarm job (finished long ago, or restarted)"
+        )
     return web.json_response(job.to_json())
 
 
@@ -145,11 +148,11 @@ async def _refresh(request: web.Request, mirror: Mirror) -> web.StreamResponse:
     if not admin_allowed(request):
         return forbidden("refresh")
     if mirror.config.offline:
-        return error(409, "Offline", "the mirror is --offline: there is nothing to ask")
+        return error_answer(409, "Offline", "the mirror is --offline: there is nothing to ask")
     try:
         target = PrewarmRequest.from_json(await _json_body(request))
     except UsageError as exc:
-        return error(400, "BadRequest", exc.message)
+        return error_answer(400, "BadRequest", exc.message)
     before, snapshot, cache = await mirror.blocking(
         mirror.metadata.refresh, target.repo, target.revision
     )
@@ -176,12 +179,4 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def forbidden(what: str) -> web.Response:
-    return error(403, "Forbidden", f"{what} is not allowed for this caller")
-
-
-def error(status: int, code: str, message: str) -> web.Response:
-    message = re.sub(r"[\r\n]", " ", message)[:300]
-    return web.json_response(
-        {"error": message}, status=status,
-        headers={"X-Error-Code": code, "X-Error-Message": message},
-    )  # fmt: skip
+    return error_answer(403, "Forbidden", f"{what} is not allowed for this caller")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,28 +23,18 @@ from aiohttp import web
 
 from hfpull.blobstore import BlobStore
 from hfpull.blobstore.local import LocalBlobStore
-from hfpull.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfpullError,
-    IntegrityError,
-    NetworkError,
-    NotFoundError,
-    RepoNotFoundError,
-    RevisionNotFoundError,
-    UnsafeInputError,
-)
+from hfpull.errors import HfpullError, NetworkError
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
 from hfpull.serve import admin
 from hfpull.serve.access import ORIGIN_KEY, AccessConfig
+from hfpull.serve.answers import error_answer, failure_answer
 from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
 from hfpull.serve.guard import install_access
 from hfpull.serve.metadata import (
     Answer,
     MetadataCache,
-    Offline,
     paths_info_answer,
     revision_answer,
     tree_answer,
@@ -128,7 +117,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         try:
             return await admin.handle(request, mirror)
         except HfpullError as exc:
-            return _hub_error(exc)
+            return failure_answer(exc)
     if raw_path == "/metrics":
         return await metrics_answer(request, mirror.metrics, mirror.blocking)
     if raw_path == "/":
@@ -136,9 +125,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         target = parse(raw_path)
     except BadRequest as exc:
-        return _error(400, "BadRequest", str(exc))
+        return error_answer(400, "BadRequest", str(exc))
     if target is None:
-        return _error(404, "EntryNotFound", "no such route on this mirror")
+        return error_answer(404, "EntryNotFound", "no such route on this mirror")
     request["hfpull_target"] = {
         "repo": target.repo.repo_id,
         "revision": target.revision,
@@ -146,7 +135,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     }
     allowed = ("POST",) if isinstance(target, Api) and target.rest == "paths-info" else ()
     if request.method not in ("GET", "HEAD", *allowed):
-        return _error(405, "MethodNotAllowed", f"{request.method} is not served")
+        return error_answer(405, "MethodNotAllowed", f"{request.method} is not served")
     revalidate = "no-cache" in request.headers.get("Cache-Control", "")
     try:
         if isinstance(target, Api) and target.rest == "paths-info":
@@ -155,7 +144,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await _api(request, mirror, target, revalidate)
         return await _resolve(request, mirror, target, revalidate)
     except HfpullError as exc:
-        return _hub_error(exc)
+        return failure_answer(exc)
 
 
 async def _api(request: web.Request, mirror: Mirror, target: Api, revalidate: bool) -> web.Response:
@@ -211,7 +200,7 @@ async def _paths_info(
     snapshot when upstream cannot be asked."""
     assert target.revision is not None
     if request.method != "POST":
-        return _error(405, "MethodNotAllowed", "paths-info takes a POST")
+        return error_answer(405, "MethodNotAllowed", "paths-info takes a POST")
     body = await request.read()  # client_max_size bounds it
     fields = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
     paths = [check_repo_path(v) for k, v in fields if k == "paths"]
@@ -251,7 +240,9 @@ async def _resolve(
         )
         file = next((f for f in snapshot.files if f.path == target.path), None)
     if file is None:
-        response = _error(404, "EntryNotFound", f"{target.path} is not in {target.repo.repo_id}")
+        response = error_answer(
+            404, "EntryNotFound", f"{target.path} is not in {target.repo.repo_id}"
+        )
         response.headers["X-Repo-Commit"] = snapshot.commit
         return response
     with mirror.evictor.serving(file.etag):  # before the store is asked: no eviction between
@@ -276,7 +267,7 @@ async def _answer_file(
     # answers have no meaningful Last-Modified), so a stale range is never stitched on.
     span = _requested_span(request, file.size, f'"{file.etag}"')
     if isinstance(span, str):  # "unsatisfiable"
-        response = _error(416, "RangeNotSatisfiable", f"{file.path} has {file.size} bytes")
+        response = error_answer(416, "RangeNotSatisfiable", f"{file.path} has {file.size} bytes")
         response.headers["Content-Range"] = f"bytes */{file.size}"
         return response
     if request.method == "HEAD":
@@ -286,7 +277,7 @@ async def _answer_file(
         return head
     if not stored:
         if mirror.config.offline:
-            return _error(504, "Offline", f"{file.path} is not in the store (--offline)")
+            return error_answer(504, "Offline", f"{file.path} is not in the store (--offline)")
         mirror.fill_origin[file.etag] = (target.repo, snapshot.commit)
         fill, _ = mirror.fills.join(file)
         # A range streams as its bytes land, but its last byte waits for the whole blob to
@@ -298,7 +289,7 @@ async def _answer_file(
     except FileNotFoundError:
         handle = None
     if handle is None:
-        return _error(502, "StoreError", "the blob vanished from the store")
+        return error_answer(502, "StoreError", "the blob vanished from the store")
     mirror.store.touch(file.etag)  # a use, for LRU eviction
     with handle:
         return await _send_stored(request, handle, headers, span, file.size)
@@ -387,7 +378,7 @@ async def _stream(
     while fill.readable(first) <= first and not fill.done.is_set():  # an error can still
         await asyncio.sleep(0.005)  # be an HTTP error
     if fill.error is not None:
-        return _fill_failed(fill.error)
+        return failure_answer(fill.error)
     response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
     if span is not None:
         response.headers["Content-Range"] = f"bytes {first}-{stop - 1}/{size}"
@@ -439,42 +430,6 @@ def _cache_control(revision: str | None, mirror: Mirror, immutable: bool = False
     if revision is not None and COMMIT_RE.fullmatch(revision):
         return "public, max-age=31536000" + (", immutable" if immutable else "")
     return f"public, max-age={int(min(mirror.config.metadata_ttl, 60))}"
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    message = re.sub(r"[\r\n]", " ", message)[:300]
-    return web.json_response(
-        {"error": message}, status=status,
-        headers={"X-Error-Code": code, "X-Error-Message": message},
-    )  # fmt: skip
-
-
-def _hub_error(exc: HfpullError) -> web.Response:
-    if isinstance(exc, RepoNotFoundError):
-        return _error(404, "RepoNotFound", str(exc))
-    if isinstance(exc, RevisionNotFoundError):
-        return _error(404, "RevisionNotFound", str(exc))
-    if isinstance(exc, EntryNotFoundError):
-        return _error(404, "EntryNotFound", str(exc))
-    if isinstance(exc, NotFoundError):
-        return _error(404, "RepoNotFound", str(exc))
-    if isinstance(exc, GatedRepoError):
-        return _error(403, "GatedRepo", str(exc))
-    if isinstance(exc, UnsafeInputError):
-        return _error(400, "BadRequest", str(exc))
-    if isinstance(exc, Offline):
-        return _error(504, "Offline", str(exc))
-    if isinstance(exc, NetworkError):
-        return _error(502, "UpstreamUnavailable", str(exc))
-    return _error(502, "UpstreamError", str(exc))
-
-
-def _fill_failed(error: BaseException) -> web.Response:
-    if isinstance(error, IntegrityError):
-        return _error(502, "UpstreamCorrupt", str(error))
-    if isinstance(error, HfpullError):
-        return _hub_error(error)
-    return _error(500, "InternalError", type(error).__name__)
 
 
 def run(

@@ -10,7 +10,6 @@ repo that does not exist) -> gated and private repos (the Hub's own answers).
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from hfpull.serve.access import (
     Principal,
     RepoPolicy,
 )
+from hfpull.serve.answers import error_answer
 from hfpull.serve.client_tokens import ClientTokenCheck
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.tokens import TokensFile, bearer_token
@@ -164,11 +164,9 @@ def install_access(app: web.Application, config: AccessConfig, mirror: Mirror) -
 
 
 def refusal(status: int, code: str, message: str, challenge: bool = False) -> web.Response:
-    message = re.sub(r"[\r\n]", " ", message)[:300]
-    headers = {"X-Error-Code": code, "X-Error-Message": message}
-    if challenge:
-        headers["WWW-Authenticate"] = CHALLENGE
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return error_answer(
+        status, code, message, {"WWW-Authenticate": CHALLENGE} if challenge else None
+    )
 
 
 def _not_found(repo: RepoRef) -> web.Response:

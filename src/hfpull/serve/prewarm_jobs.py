@@ -19,18 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from hfpull.engine.plan import select
 from hfpull.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
     HfpullError,
-    IntegrityError,
-    NetworkError,
-    NotFoundError,
-    RepoNotFoundError,
-    RevisionNotFoundError,
     UsageError,
 )
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.prewarm import PrewarmRequest
+from hfpull.serve.answers import status_and_code
 from hfpull.serve.fill import Fill
 
 if TYPE_CHECKING:
@@ -167,7 +161,7 @@ class PrewarmJobs:
             while not fill.done.is_set():
                 await asyncio.sleep(POLL)
         if fill.error is not None:
-            _set(group, "failed", error_code(fill.error), _describe(fill.error))
+            _set(group, "failed", status_and_code(fill.error)[1], _describe(fill.error))
         elif store.size(file.etag) == file.size:  # the store holds verified blobs only
             _set(group, "stored")
         else:
@@ -219,23 +213,6 @@ def _set(
 ) -> None:
     for entry in group:
         entry.state, entry.error_code, entry.error = state, code, error
-
-
-def error_code(error: BaseException) -> str:
-    """The X-Error-Code a client miss would have been answered with for this fill error."""
-    for kind, code in (
-        (IntegrityError, "UpstreamCorrupt"),
-        (RepoNotFoundError, "RepoNotFound"),
-        (RevisionNotFoundError, "RevisionNotFound"),
-        (EntryNotFoundError, "EntryNotFound"),
-        (NotFoundError, "RepoNotFound"),
-        (GatedRepoError, "GatedRepo"),
-        (NetworkError, "UpstreamUnavailable"),
-        (HfpullError, "UpstreamError"),
-    ):
-        if isinstance(error, kind):
-            return code
-    return "InternalError"
 
 
 def _describe(error: BaseException) -> str:
