@@ -18,7 +18,7 @@ try:  # typer >= 0.26 vendors its own click; its usage errors are not click's
 except ImportError:  # pragma: no cover
     from click import UsageError as CommandLineError  # type: ignore[assignment]
 
-from hfpull.cli.plumbing import Debug
+from hfpull.cli.plumbing import Debug, open_input
 from hfpull.cli.plumbing import errors as _errors
 from hfpull.cli.plumbing import settings as _settings
 from hfpull.cli.render import (
@@ -260,12 +260,9 @@ def unpack(
 
     with _errors(debug):
         settings = _settings(cache_dir, local_dir, None, None, None)
-        with _renderer(_show_progress(progress, quiet)) as renderer:
-            if archive == "-":
-                result = unpack_archive(sys.stdin.buffer, settings, renderer)
-            else:
-                with _open_input(archive) as handle:
-                    result = unpack_archive(handle, settings, renderer)
+        show = _show_progress(progress, quiet)
+        with _renderer(show) as renderer, open_input(archive) as handle:
+            result = unpack_archive(handle, settings, renderer)
     print(result.path)
 
 
@@ -435,16 +432,6 @@ def _renderer(show: bool) -> Iterator[Callable[..., None] | None]:
 
     with RichProgress(Console(stderr=True)) as renderer:
         yield renderer
-
-
-@contextmanager
-def _open_input(name: str) -> Iterator[Any]:
-    try:
-        handle = open(name, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
-    with handle:
-        yield handle
 
 
 def _report_json(report: Any, fail_on_extra: bool) -> dict[str, Any]:

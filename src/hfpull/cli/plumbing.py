@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import IO, Annotated, Any, NoReturn
 
 import typer
 
@@ -89,3 +89,18 @@ def _install_signals() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[IO[bytes]]:
+    """An input file named on the command line, ``-`` for stdin; a file that cannot be read
+    is a usage error (one line, exit 2)."""
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+    with handle:
+        yield handle

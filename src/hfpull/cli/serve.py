@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 import typer
 
-from hfpull.cli.plumbing import Debug, errors, settings
+from hfpull.cli.plumbing import Debug, errors, open_input, settings
 from hfpull.cli.sizes import parse_size
 from hfpull.errors import UsageError
 
@@ -208,7 +206,7 @@ def import_(
         if archives.count("-") > 1:
             raise UsageError("stdin (-) can be read once")
         store = cache_dir or hf_home(os.environ) / "hfpull-serve"
-        reports = import_archives(archives, store, _open_archive)
+        reports = import_archives(archives, store, open_input)
     for report in reports:
         snap = report.snapshot
         offline = "" if report.metadata else " (filtered archive: blobs only, no revision)"
@@ -247,18 +245,3 @@ def refresh(
         before, after = MirrorAdmin(found.endpoint, found.token).refresh(target, revision)
     change = "unchanged" if before == after else f"{before or '(not cached)'} -> {after}"
     print(f"{repo_id}@{revision}: {after} ({change})")
-
-
-@contextmanager
-def _open_archive(name: str) -> Iterator[IO[bytes]]:
-    import sys
-
-    if name == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        handle = open(name, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise UsageError(f"cannot read {name}: {exc.strerror}") from None
-    with handle:
-        yield handle
