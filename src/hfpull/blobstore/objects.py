@@ -59,7 +59,7 @@ class ObjectStore(Protocol):
     def delete(self, name: str) -> None:
         """Remove an object; no error if it is already gone."""
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def scan(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose name starts with ``prefix``, in name order."""
 
     # Multipart: how a lease holder writes a blob while it is still arriving.
