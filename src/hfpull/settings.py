@@ -24,6 +24,7 @@ class Settings:
     connections: int = 0  # connections for the whole run: 0 adapts (8 up to 32), N pins it
     segment_size: int = 32 * MiB  # largest piece (Range request); 0: no cap
     min_split: int = 2 * MiB  # a piece in flight is split in two only if both halves are this big
+    small_blob: int = 1 * MiB  # blobs up to this size skip the claim (engine/small.py); 0: none
     connect_timeout: float = 10.0
     read_timeout: float = 30.0  # no byte for this long: the connection is cut and resumed
     min_speed: int = 1024  # bytes/s; slower than this over stall_window: cut and resume
@@ -57,6 +58,7 @@ ENV_KNOBS: dict[str, tuple[str, type]] = {
     "HFPULL_STALL_WINDOW": ("stall_window", float),
     "HFPULL_SEGMENT_SIZE": ("segment_size", int),
     "HFPULL_LEASE_SECONDS": ("lease_seconds", float),
+    "HFPULL_SMALL_BLOB": ("small_blob", int),
 }
 
 

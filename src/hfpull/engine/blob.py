@@ -21,7 +21,7 @@ import requests
 import urllib3.exceptions
 
 from hfpull.engine.budget import MAX_CONNECTIONS, ConnectionBudget, Slot
-from hfpull.engine.partial import Partial
+from hfpull.engine.partial import PartialFile
 from hfpull.engine.prefix_hash import PrefixHasher
 from hfpull.engine.ranges import Piece, RangeBoard
 from hfpull.errors import HfpullError, IntegrityError
@@ -132,7 +132,7 @@ class BlobTransfer:
         self,
         ctx: FetchContext,
         file: RemoteFile,
-        partial: Partial,
+        partial: PartialFile,
         budget: ConnectionBudget | None = None,
     ) -> None:
         self.ctx = ctx

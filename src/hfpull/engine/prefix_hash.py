@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 
-from hfpull.engine.partial import Partial
+from hfpull.engine.partial import PartialFile
 from hfpull.errors import IntegrityError
 from hfpull.hashing import Hasher, hash_range, new_hasher
 from hfpull.models import RemoteFile
 
 
 class PrefixHasher:
-    def __init__(self, file: RemoteFile, partial: Partial) -> None:
+    def __init__(self, file: RemoteFile, partial: PartialFile) -> None:
         self.file = file
         self.partial = partial
         self._hasher: Hasher = new_hasher(file)

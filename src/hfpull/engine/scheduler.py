@@ -21,7 +21,8 @@ from hfpull.cache.layout import ensure_dirs
 from hfpull.engine.blob import BlobTransfer, Cancelled, FetchContext
 from hfpull.engine.budget import ConnectionBudget
 from hfpull.engine.owner import LeaseWatch
-from hfpull.engine.partial import BUSY, LostPartial, Partial, claim
+from hfpull.engine.partial import BUSY, LostPartial, Partial, PartialFile, claim
+from hfpull.engine.small import SmallPartial, is_small, remove_stale
 from hfpull.errors import AuthError, DiskError, HfpullError, Interrupted, UnsafeInputError
 from hfpull.events import ProgressEvent
 from hfpull.fs import disk_errors
@@ -58,7 +59,7 @@ class _Deferred:
 @dataclass
 class _Heartbeat:
     interval: float = HEARTBEAT_SECONDS
-    partials: set[Partial] = field(default_factory=set)
+    partials: set[PartialFile] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -72,11 +73,11 @@ class _Heartbeat:
                 except (OSError, LostPartial):
                     pass  # its writers see it at their next write
 
-    def track(self, partial: Partial) -> None:
+    def track(self, partial: PartialFile) -> None:
         with self.lock:
             self.partials.add(partial)
 
-    def untrack(self, partial: Partial) -> None:
+    def untrack(self, partial: PartialFile) -> None:
         with self.lock:
             self.partials.discard(partial)
 
@@ -86,7 +87,7 @@ class Engine:
         self,
         ctx: FetchContext,
         layout: Layout,
-        on_claim: Callable[[Partial], None] | None = None,
+        on_claim: Callable[[PartialFile], None] | None = None,
         budget: ConnectionBudget | None = None,
     ) -> None:
         """``on_claim`` sees each partial this run writes, before its first byte (the mirror
@@ -106,6 +107,7 @@ class Engine:
         if not groups:
             return []
         ensure_dirs(self.layout.disk_root, self.layout.partial_dir)
+        remove_stale(self.layout.partial_dir)
         beat = threading.Thread(target=self._heartbeat.run, name="hfpull-heartbeat", daemon=True)
         beat.start()
         sampler = threading.Thread(
@@ -202,14 +204,18 @@ class Engine:
             raise Cancelled
         if not first_time and self.layout.status(file, commit) is not FileStatus.FETCH:
             return self._present(files)  # another process finished it while we waited
-        result = claim(self.layout.partial_dir, file, self._watch)
-        if result is BUSY:
-            return self._defer(file, first_time)
-        assert isinstance(result, Partial)
-        partial = result
-        if self.layout.status(file, commit) is not FileStatus.FETCH:
-            partial.discard()  # published by another process just before our claim
-            return self._present(files)
+        partial: PartialFile
+        if is_small(file, self.ctx.settings.small_blob):
+            partial = SmallPartial(self.layout.partial_dir, file)  # no claim: see small.py
+        else:
+            result = claim(self.layout.partial_dir, file, self._watch)
+            if result is BUSY:
+                return self._defer(file, first_time)
+            assert isinstance(result, Partial)
+            partial = result
+            if self.layout.status(file, commit) is not FileStatus.FETCH:
+                partial.discard()  # published by another process just before our claim
+                return self._present(files)
         self._heartbeat.track(partial)
         if self.on_claim is not None:
             self.on_claim(partial)
@@ -244,7 +250,7 @@ class Engine:
             )
         return _Deferred()
 
-    def _publish(self, partial: Partial, files: list[RemoteFile], commit: str) -> None:
+    def _publish(self, partial: PartialFile, files: list[RemoteFile], commit: str) -> None:
         with disk_errors(
             f"could not publish {files[0].path}",
             hint="check permissions and free space; the run can be repeated safely",

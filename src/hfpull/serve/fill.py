@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hfpull.engine.partial import Partial
+from hfpull.engine.partial import PartialFile
 from hfpull.models import RemoteFile
 
 HOLD_BACK = 64 << 10
@@ -27,12 +27,12 @@ class Fill:
     file: RemoteFile
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    partial: Partial | None = None
+    partial: PartialFile | None = None
     fd: int = -1  # a read-only fd of the partial's inode (it becomes the stored blob)
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = field(default_factory=time.time)  # wall clock, for the status page
 
-    def claimed(self, partial: Partial) -> None:
+    def claimed(self, partial: PartialFile) -> None:
         with self.lock:
             self.partial = partial
             self.fd = os.open(partial.data_path, os.O_RDONLY)
@@ -61,7 +61,7 @@ class Fill:
 
 
 class Fills:
-    def __init__(self, run: Callable[[RemoteFile, Callable[[Partial], None]], None]) -> None:
+    def __init__(self, run: Callable[[RemoteFile, Callable[[PartialFile], None]], None]) -> None:
         self._run = run
         self._fills: dict[str, Fill] = {}
         self._guard = threading.Lock()
