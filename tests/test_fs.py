@@ -74,3 +74,23 @@ def test_disk_errors_lets_other_errors_through() -> None:
 
     with pytest.raises(ValueError), disk_errors("could not write x"):
         raise ValueError("not a disk problem")
+
+
+def test_start_writeback_is_a_harmless_hint(tmp_path: Path) -> None:
+    import sys
+
+    from hfpull import fs
+
+    path = tmp_path / "blob"
+    data = os.urandom(3 << 20)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, data, 0)
+        fs.start_writeback(fd, 0, 2 << 20)
+        fs.start_writeback(fd, 2 << 20, 2 << 20)  # empty range: nothing to do
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data
+    if sys.platform.startswith("linux"):
+        assert fs._sync_file_range, "libc's sync_file_range was not found on Linux"
