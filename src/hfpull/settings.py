@@ -20,7 +20,7 @@ class Settings:
     token: str | None = field(default=None, repr=False)  # never printed
     cache_dir: Path = field(default_factory=lambda: Path("~/.cache/huggingface/hub").expanduser())
     local_dir: Path | None = None
-    max_workers: int = 8  # files fetched at once (each holds one connection of the budget)
+    max_workers: int = 16  # files fetched at once (each holds one connection of the budget)
     connections: int = 0  # connections for the whole run: 0 adapts (8 up to 32), N pins it
     segment_size: int = 32 * MiB  # largest piece (Range request); 0: no cap
     min_split: int = 2 * MiB  # a piece in flight is split in two only if both halves are this big

@@ -135,7 +135,7 @@ def get(
     endpoint: Endpoint = None,
     mirror: Mirror = None,
     token: Token = None,
-    max_workers: MaxWorkers = 8,
+    max_workers: MaxWorkers = 16,
     connections: Connections = 0,
     lock: Annotated[
         Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins.")
@@ -217,7 +217,7 @@ def pack(
     endpoint: Endpoint = None,
     mirror: Mirror = None,
     token: Token = None,
-    max_workers: MaxWorkers = 8,
+    max_workers: MaxWorkers = 16,
     connections: Connections = 0,
     quiet: Quiet = False,
     progress: Progress = False,
