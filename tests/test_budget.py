@@ -152,11 +152,31 @@ def test_extras_shed_when_the_limit_drops_and_primaries_stay() -> None:
     assert primary is not None and all(e is not None for e in extras)
     assert not budget.over_limit
     budget.congested()  # 8 -> 4
-    assert budget.over_limit
+    assert budget.over_limit and budget.shed_now  # pushed back: leave mid-piece
     assert not budget.shed(primary)
     shed = [e for e in extras if e is not None and budget.shed(e)]
     assert len(shed) == 4  # exactly down to the new limit, not one more
-    assert budget.in_use == 4 and not budget.over_limit
+    assert budget.in_use == 4 and not budget.over_limit and not budget.shed_now
+
+
+def test_a_step_up_that_gave_nothing_sheds_at_piece_ends_only() -> None:
+    budget = ConnectionBudget(8, adaptive=True)
+    primary = budget.acquire(threading.Event())
+    extras = [budget.try_extra() for _ in range(7)]
+    assert primary is not None and all(e is not None for e in extras)
+
+    def full_interval(rate: float) -> int:
+        assert budget.try_extra() is None  # the limit refuses one more: it is binding
+        return budget.sample(rate)
+
+    assert full_interval(100e6) == 16  # baseline at 8, then a step up is tried
+    extras += [budget.try_extra() for _ in range(8)]
+    assert all(e is not None for e in extras)
+    assert full_interval(100e6) == 16  # the new connections open (ignored)
+    assert full_interval(101e6) == 8  # no gain: back to 8
+    assert budget.over_limit and not budget.shed_now  # extras leave when their piece ends
+    left = [e for e in extras if e is not None and budget.shed(e)]
+    assert len(left) == 8 and not budget.over_limit
 
 
 def test_received_bytes_survive_the_slot() -> None:

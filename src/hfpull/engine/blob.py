@@ -423,7 +423,7 @@ class BlobTransfer:
         window_start, window_bytes = time.monotonic(), 0
         while piece.pos < piece.end:  # end only moves down, and never below pos
             self._check_cancel()
-            if slot.extra and budget.over_limit and budget.shed(slot):
+            if slot.extra and budget.shed_now and budget.shed(slot):
                 return True
             data = raw.read1(min(READ_CHUNK, skip) if skip else READ_CHUNK)
             if not data:

@@ -5,8 +5,11 @@ small, latency-bound files can be in flight at once); a big file asks for *extra
 more connections, and gets one only when no file is waiting for its primary. The limit is
 ``--connections N`` when pinned, else it adapts (:mod:`hfpull.engine.adaptive`) between 1 and
 :data:`MAX_CONNECTIONS`, starting at :data:`START_CONNECTIONS`. When the limit drops below
-what is open, extra connections leave at their next chunk (``over_limit`` is the cheap check,
-:meth:`ConnectionBudget.shed` the decision); primaries finish their file.
+what is open, extra connections leave: at their next chunk when the server pushed back
+(``shed_now`` is the cheap check, :meth:`ConnectionBudget.shed` the decision), at the end of
+their piece when a step up merely gave no more rate (closing a connection mid-piece throws
+away what is already in its socket buffers and costs the piece's rest a new request: on
+bench_suite S2 that was 1% of the bytes on the wire). Primaries finish their file.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class ConnectionBudget:
         self._primaries_waiting = 0
         self._wanted = False  # the limit refused someone since the last sample
         self.over_limit = False  # more open than the limit allows: extras should leave
+        self.shed_now = False  # ... at once (the server pushed back), not at a piece's end
         self.peak = 0  # most connections open at once during the run
 
     @classmethod
@@ -119,6 +123,8 @@ class ConnectionBudget:
 
     def _update(self) -> None:
         self.over_limit = len(self._live) > self._limit
+        if not self.over_limit:
+            self.shed_now = False
 
     # -- the adaptive count -------------------------------------------------------------
 
@@ -141,6 +147,7 @@ class ConnectionBudget:
         with self._cond:
             if self._policy is not None:
                 self._set_limit(self._policy.congestion())
+                self.shed_now = self.over_limit
 
     def _set_limit(self, limit: int) -> None:
         if limit != self._limit:
