@@ -124,7 +124,7 @@ def gather(mirror: Mirror, store_up: bool = True) -> StatusView:
         metrics_on=metrics.enabled,
         hour=metrics.window.last(60),
         day=metrics.window.last(1440),
-        store=mirror.config.store_label or "",
+        store=mirror.config.store_label or ("object store" if mirror.objects else ""),
         store_down=not store_up,
     )
     view.repos = _repos(mirror, store_up)
