@@ -183,8 +183,11 @@ def _take_census(mirror: Mirror) -> list[RepoRow]:
         seen.files.update((f.etag, f.size) for f in snapshot.files)
         seen.saved = max(seen.saved, saved_at)
     rows = []
+    size_of: Callable[[str], int | None] = mirror.store.size
+    if not mirror.local:  # one listing, not a HEAD per file (an object store bills both)
+        size_of = dict(mirror.store.keys()).get
     for (repo_type, repo_id), seen in grouped.items():
-        stored = [size for etag, size in seen.files.items() if mirror.store.size(etag) == size]
+        stored = [size for etag, size in seen.files.items() if size_of(etag) == size]
         rows.append(
             RepoRow(
                 repo_type=repo_type,
