@@ -174,8 +174,8 @@ def test_a_blob_read_from_the_store_is_copied_locally_once_then_served_when_it_i
     assert store.local_path(key) is None  # not yet: the copy starts now
     for _ in range(5):
         store.local_path(key)
-    _until(lambda: store.local.size(key) is not None, "the local copy")
-    assert store.copies == 1
+    _until(lambda: store.copies == 1, "the local copy")
+    assert store.local.size(key) == len(data)
     objects.down = True
     assert store.size(key) == len(data)
     path = store.local_path(key)
