@@ -42,11 +42,14 @@ def _digest(key: str) -> str:
 class LocalRecords:
     shared = False
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, flat: bool = False) -> None:
         self.directory = directory
+        self.flat = flat  # ``<digest>.json`` without the ``<ab>/`` fan-out (visibility records)
 
     def _path(self, key: str) -> Path:
         digest = _digest(key)
+        if self.flat:
+            return self.directory / f"{digest}.json"
         return self.directory / digest[:2] / f"{digest}.json"
 
     def load(self, key: str) -> bytes | None:
@@ -61,7 +64,7 @@ class LocalRecords:
         atomic_write(path, body)
 
     def scan(self, kind: str, head: bytes) -> Iterator[bytes]:
-        for path in sorted(self.directory.glob("*/*.json")):
+        for path in sorted(self.directory.glob("*.json" if self.flat else "*/*.json")):
             try:
                 with path.open("rb") as handle:
                     if handle.read(len(head)) != head:
