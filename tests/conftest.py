@@ -64,3 +64,27 @@ def run_cli(tmp_path: Path) -> RunCli:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One SeaweedFS for the session, started by the first test that needs it."""
+    from tests.s3_helpers import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_objects(seaweed: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An S3ObjectStore on a fresh bucket of the session's SeaweedFS."""
+    from hfpull.blobstore.s3 import S3Config, S3ObjectStore
+
+    for name, value in seaweed.env().items():
+        monkeypatch.setenv(name, value)
+    config = S3Config(seaweed.new_bucket(), "mirror/", seaweed.endpoint, "us-east-1")
+    return S3ObjectStore(config)

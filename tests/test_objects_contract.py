@@ -1,8 +1,8 @@
 """The ObjectStore contract: what the S3 blob store, fleet leases and shared metadata rely on.
 
-Every test runs against each implementation in ``STORES``: the in-memory one (tests only) and,
-once it exists, the S3 one against a real SeaweedFS started by the suite. An implementation
-that passes here is one the layers above may be built on.
+Every test runs against each implementation in ``STORES``: the in-memory one (tests only) and
+the S3 one against a real SeaweedFS started by the suite (``seaweed`` in tests/conftest.py).
+An implementation that passes here is one the layers above may be built on.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ def memory_store(request: pytest.FixtureRequest) -> ObjectStore:
     return MemoryObjectStore()
 
 
-STORES: dict[str, Callable[[pytest.FixtureRequest], ObjectStore]] = {"memory": memory_store}
+def s3_store(request: pytest.FixtureRequest) -> ObjectStore:
+    store: ObjectStore = request.getfixturevalue("s3_objects")
+    return store
+
+
+STORES: dict[str, Callable[[pytest.FixtureRequest], ObjectStore]] = {
+    "memory": memory_store,
+    "s3": s3_store,
+}
 
 
 @pytest.fixture(params=sorted(STORES))

@@ -227,11 +227,10 @@ def _object_store(url: str, endpoint: str | None, region: str | None) -> tuple[A
     refused credentials or a missing bucket the error the store raises (exit 7 or 2)."""
     if not url.startswith("s3://"):
         raise UsageError(f"--store: {url[:80]!r} is not an s3://bucket/prefix URL")
+    from hfpull.blobstore.s3 import S3Config, S3ObjectStore
+
     try:
-        from hfpull.blobstore.s3 import (  # type: ignore[import-untyped,import-not-found]
-            S3Config,
-            S3ObjectStore,
-        )
+        import boto3  # noqa: F401 (only to say clearly that the extra is missing)
     except ImportError as exc:
         raise UsageError(
             f"--store s3:// needs the s3 extra ({exc.name} is missing)",
