@@ -17,6 +17,8 @@ import pytest
 import requests
 from aiohttp import web
 
+from hfpull.blobstore.objects import StoreUnavailable
+from hfpull.serve.answers import status_and_code
 from hfpull.serve.app import MIRROR, Mirror, ServeConfig, create_app
 from hfpull.serve.fleet import CHUNK, blob_name
 from tests.conftest import fast_settings
@@ -260,3 +262,22 @@ def test_when_the_holder_cannot_verify_no_client_gets_a_clean_end_and_nothing_is
     assert objects.head(blob_name(hashlib.sha256(data).hexdigest())) is None
     assert _leftovers(objects) == []
     assert fake_hub.bytes_sent("/cdn/") <= 2 * len(data) + 2 * MiB  # the holder's two tries only
+
+
+def test_a_stopped_store_is_an_error_answer_at_once_and_the_fleet_recovers_when_it_returns(
+    fake_hub: FakeHub, objects: MemoryObjectStore, replicas: Replicas
+) -> None:
+    data = os.urandom(3 * MiB)
+    fake_hub.add_repo("org/m", {"w.safetensors": data})
+    url = f"{replicas.urls[1]}/org/m/resolve/main/w.safetensors"
+    assert requests.head(url, timeout=10).status_code == 200  # metadata cached first
+    objects.down = True
+    expected = status_and_code(StoreUnavailable("down"))[0]
+    answer = requests.get(url, timeout=5)  # answered, not hanging on the store
+    assert answer.status_code == expected and answer.headers["X-Error-Code"]
+    assert fake_hub.bytes_sent("/cdn/") == 0  # nothing fetched while nothing can be stored
+    objects.down = False
+    body, _ = fetch_resuming(url, len(data))
+    assert body == data
+    replicas.idle()
+    assert objects.head(blob_name(hashlib.sha256(data).hexdigest())) is not None
