@@ -139,7 +139,7 @@ class FillReader:
             if fd < 0:
                 return None
             self._source, self._fd = source, fd
-            if source.landed(start) < end:
+            if source.landed(start) < end and not self.fill.done.is_set():
                 return b""  # replaced between readable() and here
         return os.pread(self._fd, end - start, start)
 
