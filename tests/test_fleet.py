@@ -18,9 +18,10 @@ import requests
 from aiohttp import web
 
 from hfpull.blobstore.objects import StoreUnavailable
+from hfpull.blobstore.remote import blob_name
 from hfpull.serve.answers import status_and_code
 from hfpull.serve.app import MIRROR, Mirror, ServeConfig, create_app
-from hfpull.serve.fleet import CHUNK, blob_name
+from hfpull.serve.fleet import CHUNK
 from tests.conftest import fast_settings
 from tests.fakehub import FakeHub, Fault
 from tests.helpers import MiB

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -88,6 +88,49 @@ def serve(
         list[Path] | None,
         typer.Option("--seed", help="An HF cache (or unpacked archive) to import at start."),
     ] = None,
+    store_url: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            envvar="HFPULL_SERVE_STORE",
+            metavar="URL",
+            help="Keep blobs and metadata on an object store shared by replicas: "
+            "s3://bucket/prefix (default: local disk at --cache-dir).",
+        ),
+    ] = None,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint",
+            envvar=["HFPULL_S3_ENDPOINT", "AWS_ENDPOINT_URL"],
+            metavar="URL",
+            help="S3-compatible endpoint (MinIO, SeaweedFS, …; default: AWS).",
+        ),
+    ] = None,
+    s3_region: Annotated[
+        str | None,
+        typer.Option("--s3-region", envvar=["AWS_REGION", "AWS_DEFAULT_REGION"], help="S3 region."),
+    ] = None,
+    local_cache_size: Annotated[
+        str | None,
+        typer.Option(
+            "--local-cache-size",
+            envvar="HFPULL_SERVE_LOCAL_CACHE_SIZE",
+            metavar="SIZE",
+            help="With --store: keep up to SIZE of blobs on local disk (at --cache-dir) and "
+            "serve them from there. Default: none.",
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            envvar="HFPULL_SERVE_LEASE_TTL",
+            min=1,
+            help="With --store: seconds after which a replica that stopped renewing its fill "
+            "lease is presumed dead and another takes the fill over.",
+        ),
+    ] = 15.0,
     allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -164,6 +207,14 @@ def serve(
             settings(store, None, upstream, None, None), token=upstream_token
         )
         cap = None if max_cache_size is None else parse_size(max_cache_size)
+        local_cap = (
+            None if local_cache_size is None else parse_size(local_cache_size, "--local-cache-size")
+        )
+        if store_url is None and local_cap is not None:
+            raise UsageError("--local-cache-size needs --store (a local store is all local)")
+        objects, label = (
+            (None, None) if store_url is None else _object_store(store_url, s3_endpoint, s3_region)
+        )
         access = AccessConfig(
             tuple(allow or ()), tuple(trust_proxy or ()), auth_tokens,
             tuple(allow_repo or ()), tuple(deny_repo or ()),
@@ -175,8 +226,41 @@ def serve(
             max_cache_size=cap,
             access=access,
             metrics=metrics,
+            local_cache_size=local_cap,
+            store_label=label,
+            lease_ttl=lease_ttl,
         )
-        run(config, host, port, access_log, tuple(seed or ()))
+        run(config, host, port, access_log, tuple(seed or ()), objects)
+
+
+def _object_store(url: str, endpoint: str | None, region: str | None) -> tuple[Any, str]:
+    """The object store at ``url``, checked once: unreachable is exit 3 (network),
+    refused credentials or a missing bucket the error the store raises (exit 7 or 2)."""
+    if not url.startswith("s3://"):
+        raise UsageError(f"--store: {url[:80]!r} is not an s3://bucket/prefix URL")
+    try:
+        from hfpull.blobstore.s3 import (  # type: ignore[import-untyped,import-not-found]
+            S3Config,
+            S3ObjectStore,
+        )
+    except ImportError as exc:
+        raise UsageError(
+            f"--store s3:// needs the s3 extra ({exc.name} is missing)",
+            hint="pip install 'hfpull[serve,s3]'",
+        ) from None
+    config = S3Config.from_url(url, endpoint=endpoint, region=region)
+    store = S3ObjectStore(config)
+    store.check()
+    prefix = f"/{config.prefix.strip('/')}" if config.prefix.strip("/") else ""
+    where = f" at {_without_userinfo(config.endpoint)}" if config.endpoint else ""
+    return store, f"s3://{config.bucket}{prefix}{where}"
+
+
+def _without_userinfo(url: str) -> str:
+    """An endpoint as it may be printed: never a user:password@ part."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
 
 
 @serve_app.command("import")

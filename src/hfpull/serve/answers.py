@@ -7,6 +7,7 @@ import re
 
 from aiohttp import web
 
+from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -20,6 +21,8 @@ from hfpull.errors import (
 )
 from hfpull.serve.metadata import Offline
 
+RETRY_AFTER = 5  # seconds a client is told to wait when the object store is down
+
 # First match wins: subclasses before the classes they refine.
 _STATUS_AND_CODE: tuple[tuple[type[BaseException], int, str], ...] = (
     (IntegrityError, 502, "UpstreamCorrupt"),
@@ -30,6 +33,7 @@ _STATUS_AND_CODE: tuple[tuple[type[BaseException], int, str], ...] = (
     (GatedRepoError, 403, "GatedRepo"),
     (UnsafeInputError, 400, "BadRequest"),
     (Offline, 504, "Offline"),
+    (StoreUnavailable, 503, "StoreUnavailable"),  # a NetworkError: before it
     (NetworkError, 502, "UpstreamUnavailable"),
     (HfpullError, 502, "UpstreamError"),
 )
@@ -57,4 +61,5 @@ def failure_answer(error: BaseException) -> web.Response:
     """The answer for an error raised while serving (a bug's message stays private)."""
     status, code = status_and_code(error)
     message = str(error) if isinstance(error, HfpullError) else type(error).__name__
-    return error_answer(status, code, message)
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
+    return error_answer(status, code, message, headers)

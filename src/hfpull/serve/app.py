@@ -4,6 +4,10 @@ Hits go out with sendfile in slices (conditions and ranges judged here, against 
 hash as ETag); misses stream from the growing partial of one single-flight fill.
 Blocking work (upstream requests, the engine, metadata files) runs in threads; the event
 loop only moves bytes, so a slow client never holds anything up.
+
+On an object store (``Mirror.objects``), every store question is a network call, so the hit
+path asks it through a thread, and a hit with no local copy is streamed from 1 MiB ranged
+reads. A mirror on local disk keeps its hit path as it was: no thread hop.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from aiohttp import web
 
 from hfpull.blobstore import BlobStore
 from hfpull.blobstore.local import LocalBlobStore
-from hfpull.blobstore.objects import ObjectStore
-from hfpull.errors import HfpullError, NetworkError
+from hfpull.blobstore.objects import ObjectStore, StoreUnavailable
+from hfpull.errors import HfpullError, NetworkError, NotFoundError
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE, check_repo_path
 from hfpull.serve import admin
@@ -44,9 +48,11 @@ from hfpull.serve.metadata import (
 )
 from hfpull.serve.metrics import Metrics, body_sent, metrics_answer
 from hfpull.serve.prewarm_jobs import PrewarmJobs
+from hfpull.serve.records import ObjectRecords
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.seed import seed
 from hfpull.serve.status import status_answer
+from hfpull.serve.store_state import StoreState
 from hfpull.serve.upstream import Upstream
 from hfpull.settings import Settings
 
@@ -62,6 +68,8 @@ class ServeConfig:
     max_cache_size: int | None = None  # bytes; None: no cap, nothing is evicted
     access: AccessConfig = field(default_factory=AccessConfig)  # --allow, tokens, repo rules
     metrics: bool = True  # /metrics and the status page's traffic figures
+    local_cache_size: int | None = None  # on an object store: bytes of local copies; None: none
+    store_label: str | None = None  # what the start-up line names as the store (s3://…)
     lease_ttl: float = DEFAULT_TTL  # fleet fills: a dead holder's lease is taken over after it
 
 
@@ -74,15 +82,21 @@ class Mirror:
     ) -> None:
         root = config.settings.cache_dir
         self.config = config
-        self.evictor = Evictor(store or LocalBlobStore(root), config.max_cache_size)
+        self.objects = objects  # the shared object store (None: local disk only)
+        if store is None:
+            store = LocalBlobStore(root) if objects is None else remote_store(config, objects)
+        # Local disk answers size/local_path in microseconds: the hit path asks on the loop.
+        self.local = isinstance(store, LocalBlobStore)
+        self.evictor = Evictor(store, config.max_cache_size)
         self.store: BlobStore = self.evictor.store
         self.metrics = Metrics(config.metrics)
         self.upstream = Upstream(config.settings, self.metrics.upstream_meter())
+        records = root / "meta" if objects is None else ObjectRecords(objects, "meta/")
         self.metadata = MetadataCache(
-            root / "meta", config.metadata_ttl, config.offline,
+            records, config.metadata_ttl, config.offline,
             self.upstream.resolve, self.upstream.api,
         )  # fmt: skip
-        self.objects = objects  # the shared object store of a fleet of replicas, if any
+        self.store_state = StoreState(objects)
         leases = None if objects is None else Leases(objects, config.lease_ttl)
         fleet = None if leases is None else Fleet(leases.objects, self.store, leases)
         self.fills = Fills(self._run_fill, fleet)
@@ -90,7 +104,7 @@ class Mirror:
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
         self.prewarm_jobs = PrewarmJobs(self)
-        self.metrics.watch(self.store, self.fills)
+        self.metrics.watch(self.store, self.fills, lambda: self.store_state.ok)
 
     def _run_fill(
         self,
@@ -105,6 +119,18 @@ class Mirror:
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, bind(fn, *args))
+
+
+def remote_store(config: ServeConfig, objects: ObjectStore) -> BlobStore:
+    """Blobs on the object store, behind a local disk cache if it has a size."""
+    from hfpull.blobstore.cached import CachedBlobStore
+    from hfpull.blobstore.remote import ObjectBlobStore
+
+    root = config.settings.cache_dir
+    remote = ObjectBlobStore(objects, root / "partials")  # fills stay on local disk
+    if not config.local_cache_size:
+        return remote
+    return CachedBlobStore(remote, LocalBlobStore(root), config.local_cache_size)
 
 
 MIRROR = web.AppKey("mirror", Mirror)
@@ -132,13 +158,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     raw_path = request.raw_path.split("?", 1)[0]
     if raw_path == "/healthz":
         fills = {"fills": mirror.fills.started, "filling": mirror.fills.active}
-        return web.json_response({"ok": True, **fills})
+        if mirror.objects is None:
+            return web.json_response({"ok": True, **fills})
+        up = await mirror.store_state.up(mirror.blocking)
+        return web.json_response({"ok": up, "store": "up" if up else "down", **fills})
     if admin.is_admin_path(raw_path):  # prewarm, refresh: serve/admin.py
         try:
             return await admin.handle(request, mirror)
         except HfpullError as exc:
             return failure_answer(exc)
     if raw_path == "/metrics":
+        await mirror.store_state.up(mirror.blocking)
         return await metrics_answer(request, mirror.metrics, mirror.blocking)
     if raw_path == "/":
         return await status_answer(request, mirror)
@@ -164,6 +194,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await _api(request, mirror, target, revalidate)
         return await _resolve(request, mirror, target, revalidate)
     except HfpullError as exc:
+        if isinstance(exc, StoreUnavailable):
+            mirror.store_state.failed()
         return failure_answer(exc)
 
 
@@ -272,7 +304,10 @@ async def _resolve(
 async def _answer_file(
     request: web.Request, mirror: Mirror, target: Resolve, snapshot: Snapshot, file: RemoteFile
 ) -> web.StreamResponse:
-    stored = mirror.store.size(file.etag) == file.size
+    if mirror.local:
+        stored = mirror.store.size(file.etag) == file.size
+    else:  # a network call (or a cached answer): never on the loop
+        stored = await mirror.blocking(mirror.store.size, file.etag) == file.size
     headers = {
         "X-Repo-Commit": snapshot.commit,
         "ETag": f'"{file.etag}"',
@@ -303,16 +338,69 @@ async def _answer_file(
         # A range streams as its bytes land, but its last byte waits for the whole blob to
         # verify: a client can never stitch unverified bytes into a complete-looking file.
         return await _stream(request, mirror, fill, headers, span)
-    path = mirror.store.local_path(file.etag)
+    if mirror.local:
+        path = mirror.store.local_path(file.etag)
+    else:
+        path = await mirror.blocking(mirror.store.local_path, file.etag)
     try:  # on the loop: opening a local file takes microseconds
         handle = path.open("rb") if path is not None else None
     except FileNotFoundError:
         handle = None
+    mirror.store.touch(file.etag)  # a use, for LRU eviction (never blocks: see BlobStore)
     if handle is None:
-        return error_answer(502, "StoreError", "the blob vanished from the store")
-    mirror.store.touch(file.etag)  # a use, for LRU eviction
+        if mirror.local:
+            return error_answer(502, "StoreError", "the blob vanished from the store")
+        return await _send_remote(request, mirror, file, headers, span)
     with handle:
         return await _send_stored(request, handle, headers, span, file.size)
+
+
+async def _send_remote(
+    request: web.Request,
+    mirror: Mirror,
+    file: RemoteFile,
+    headers: dict[str, str],
+    span: tuple[int, int] | None,
+) -> web.StreamResponse:
+    """Send a stored blob that has no local copy by ranged reads of CHUNK bytes, reading the
+    next chunk while the last one is written. A store failure before the first byte is an
+    HTTP error (503); after it, the connection is cut (no clean end to a short body)."""
+    start, stop = span or (0, file.size)
+
+    def chunk_at(pos: int) -> asyncio.Future[bytes]:
+        end = min(stop, pos + CHUNK)
+        return asyncio.ensure_future(mirror.blocking(mirror.store.read, file.etag, pos, end))
+
+    ahead = chunk_at(start) if start < stop else None
+    try:
+        first = b"" if ahead is None else await ahead  # StoreUnavailable: a 503
+    except NotFoundError:  # deleted from the shared store since it was asked
+        return error_answer(502, "StoreError", "the blob vanished from the store")
+    response = web.StreamResponse(status=200 if span is None else 206, headers=headers)
+    if span is not None:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{file.size}"
+    response.content_length = stop - start
+    await response.prepare(request)
+    pos, chunk = start, first
+    try:
+        while pos < stop:
+            if not chunk:
+                _abort(request)
+                return response
+            pos += len(chunk)
+            ahead = chunk_at(pos) if pos < stop else None
+            await response.write(chunk)
+            body_sent(request, response, pos - start)
+            chunk = b"" if ahead is None else await ahead
+            ahead = None
+    except HfpullError:
+        _abort(request)
+        return response
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+    await response.write_eof()
+    return response
 
 
 SENDFILE_SLICE = 1 << 20
@@ -449,12 +537,13 @@ def run(
     port: int,
     access_log: Path | None = None,
     seeds: tuple[Path, ...] = (),
+    objects: ObjectStore | None = None,
 ) -> None:
     import sys
 
     from hfpull.serve.access_log import JsonAccessLogger, file_logger
 
-    app = create_app(config)
+    app = create_app(config, objects=objects)
     for cache_dir in seeds:
         mirror = app[MIRROR]
         report = seed(mirror.store, mirror.metadata, cache_dir)
@@ -466,7 +555,7 @@ def run(
         )  # fmt: skip
     print(
         f"hfpull serve: http://{host}:{port} (upstream {config.settings.endpoint}, "
-        f"store {config.settings.cache_dir})",
+        f"store {config.store_label or config.settings.cache_dir})",
         file=sys.stderr, flush=True,
     )  # fmt: skip
     web.run_app(

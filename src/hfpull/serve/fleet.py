@@ -40,6 +40,7 @@ from typing import Any
 
 from hfpull.blobstore import BlobStore
 from hfpull.blobstore.objects import ObjectStore, PreconditionFailed, StoreUnavailable
+from hfpull.blobstore.remote import blob_name
 from hfpull.engine.partial import PartialFile
 from hfpull.errors import IntegrityError, NetworkError, NotFoundError
 from hfpull.hashing import new_hasher
@@ -51,11 +52,6 @@ CHUNK = 8 << 20  # ≥ S3's 5 MiB minimum part: each chunk object becomes one co
 POLL = 0.05  # seconds between looks for the next chunk
 LOOK_EVERY = 10  # polls between looks at the lease and the final object
 FILLS = "fills/"
-
-
-def blob_name(key: str) -> str:
-    """The final object (ObjectBlobStore's naming)."""
-    return f"blobs/{key[:2]}/{key}"
 
 
 def chunk_name(key: str, gen: str, index: int) -> str:

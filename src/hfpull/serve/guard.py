@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from hfpull.serve.access import (
 )
 from hfpull.serve.answers import error_answer
 from hfpull.serve.client_tokens import ClientTokenCheck
+from hfpull.serve.records import ObjectRecords
 from hfpull.serve.routes import Api, BadRequest, Resolve, parse
 from hfpull.serve.tokens import TokensFile, bearer_token
 from hfpull.serve.visibility import Visibility, VisibilityCache
@@ -51,8 +53,11 @@ class AccessControl:
         self.tokens = TokensFile(config.auth_tokens) if config.auth_tokens is not None else None
         settings = mirror.config.settings
         self.offline = mirror.config.offline
+        records: Path | ObjectRecords = settings.cache_dir / "meta" / "visibility"
+        if mirror.objects is not None:  # shared by the replicas on the store
+            records = ObjectRecords(mirror.objects, "meta/")
         self.visibility = VisibilityCache(
-            settings.cache_dir / "meta" / "visibility", mirror.config.metadata_ttl,
+            records, mirror.config.metadata_ttl,
             self.offline, mirror.upstream.api,
         )  # fmt: skip
         self.client_tokens = ClientTokenCheck(

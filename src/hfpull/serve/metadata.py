@@ -1,12 +1,19 @@
 """What upstream says about repos, cached: commits forever, branch names for a TTL.
 
-Two kinds of answers are kept on disk, in the store's ``meta/`` folder:
+Two kinds of answers are kept as records (serve/records.py: the store's ``meta/`` folder on
+local disk, or ``meta/`` objects every replica shares):
 - snapshots (commit + file list, validated by ``hub.client``) that resolve requests need;
 - raw API answers (revision, tree pages) that clients read, with Xet fields stripped.
 A name that is a 40-hex commit never changes, so its answer never expires. A branch or tag
 answer is reused for ``ttl`` seconds, then revalidated; a client's ``Cache-Control:
 no-cache`` forces that. When upstream fails (down, timeout, 429, 5xx) the last answer is
 served and marked STALE. Not-found answers are kept for a short while.
+
+A record's freshness is judged by the time saved in it, not by when this process read it:
+with shared records, a replica whose memory copy expired re-reads the shared record first,
+and asks upstream only if no replica refreshed it within the TTL, so all replicas agree on
+what a branch names. When the object store is down, records are neither read nor written
+(memory copies and upstream still answer).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -25,11 +33,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.errors import EntryNotFoundError, HfpullError, NetworkError, NotFoundError
-from hfpull.fs import atomic_write
 from hfpull.hashing import lfs_pointer
 from hfpull.models import RemoteFile, RepoRef, Snapshot
 from hfpull.names import COMMIT_RE
+from hfpull.serve.records import LocalRecords, Records
 
 NEGATIVE_TTL = 30.0
 SNAPSHOT_HEAD = b'{"repo": ['  # how a snapshot record's file begins (see _snapshot_record)
@@ -52,13 +61,15 @@ class Offline(NetworkError):
 class MetadataCache:
     def __init__(
         self,
-        directory: Path,
+        directory: Path | Records,
         ttl: float,
         offline: bool,
         resolve: Callable[[RepoRef, str], Snapshot],
         fetch_api: Callable[[str, bytes | None], tuple[int, bytes, dict[str, str]]],
     ) -> None:
-        self.directory = directory
+        self.records: Records = (
+            LocalRecords(directory) if isinstance(directory, Path) else directory
+        )
         self.ttl = ttl
         self.offline = offline
         self._resolve = resolve
@@ -79,7 +90,7 @@ class MetadataCache:
     ) -> tuple[Snapshot, str]:
         key = f"snap/{repo.repo_type}/{repo.repo_id}/{revision}"
         with self._lock(key):
-            saved = self._load(key)
+            saved = self._load_fresh(key, revision, revalidate)
             if saved is not None and self._fresh(revision, saved, revalidate):
                 return self._parsed_snapshot(key, repo, revision, saved)[0], "HIT"
             if self.offline:
@@ -203,7 +214,7 @@ class MetadataCache:
         """An API answer; ``form`` is a POST body (paths-info), part of the cache key."""
         key = "api/" + path_qs + ("" if form is None else "\n" + form.decode("latin-1"))
         with self._lock(key):
-            saved = self._load(key)
+            saved = self._load_fresh(key, revision, revalidate)
             if saved is not None and self._fresh(revision, saved, revalidate):
                 return _answer(saved, "HIT")
             if self.offline:
@@ -229,14 +240,11 @@ class MetadataCache:
             return Answer(status, body, headers, "MISS")
 
     def known_snapshots(self) -> Iterator[tuple[Snapshot, float]]:
-        """Every snapshot on disk and when it was saved (for the status page). Only the head
-        of each file is read to tell snapshots from API answers, which can be large."""
-        for path in sorted(self.directory.glob("*/*.json")):
+        """Every snapshot record and when it was saved (for the status page). On disk only the
+        head of each file is read to tell snapshots from API answers, which can be large."""
+        for body in self.records.scan("snap", SNAPSHOT_HEAD):
             try:
-                with path.open("rb") as handle:
-                    if handle.read(len(SNAPSHOT_HEAD)) != SNAPSHOT_HEAD:
-                        continue
-                    record = json.loads(SNAPSHOT_HEAD + handle.read())
+                record = json.loads(body)
                 repo_type, repo_id = record["repo"]
                 prefix = f"snap/{repo_type}/{repo_id}/"
                 if not str(record["key"]).startswith(prefix):
@@ -244,7 +252,7 @@ class MetadataCache:
                 revision = record["key"][len(prefix) :]
                 repo = RepoRef(str(repo_id), str(repo_type))
                 yield _snapshot_from(repo, revision, record), float(record["saved_at"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 continue
 
     # -- storage --------------------------------------------------------------------------
@@ -272,30 +280,49 @@ class MetadataCache:
         if hit is not None:
             raise hit[1]
 
-    def _path(self, key: str) -> Path:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        return self.directory / digest[:2] / f"{digest}.json"
-
-    def _load(self, key: str) -> dict[str, Any] | None:
+    def _load(self, key: str, reread: bool = False) -> dict[str, Any] | None:
+        """The record from memory, else from the records; ``reread``: from the records even
+        if memory has it (another replica may have saved a newer one)."""
         with self._guard:
-            record = self._memory.get(key)
-            if record is not None:
+            memory = self._memory.get(key)
+            if memory is not None and not reread:
                 self._memory.move_to_end(key)
-                return record
+                return memory
         try:
-            record = json.loads(self._path(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+            body = self.records.load(key)
+        except StoreUnavailable:
+            return memory  # the store is down: what memory has is all there is
+        try:
+            record = json.loads(body) if body is not None else None
+        except ValueError:
+            record = None
         if not (isinstance(record, dict) and record.get("key") == key):
-            return None
+            return memory
+        if memory is not None and memory.get("saved_at", 0) >= record.get("saved_at", 0):
+            return memory  # ours is as new: keep the parsed copy (the hit path's index)
         self._remember(key, record)
         return record
 
+    def _load_fresh(
+        self, key: str, revision: str | None, revalidate: bool
+    ) -> dict[str, Any] | None:
+        """The record; with shared records, re-read if memory's copy is no longer fresh."""
+        saved = self._load(key)
+        if (
+            saved is not None
+            and self.records.shared
+            and not revalidate
+            and not self._fresh(revision, saved, False)
+        ):
+            saved = self._load(key, reread=True)
+        return saved
+
     def _save(self, key: str, record: dict[str, Any]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {**record, "key": key, "saved_at": time.time()}
-        atomic_write(path, json.dumps(record).encode())
+        try:
+            self.records.save(key, json.dumps(record).encode())
+        except StoreUnavailable as exc:  # kept in memory; other replicas ask upstream too
+            print(f"hfpull serve: metadata not shared ({exc})", file=sys.stderr, flush=True)
         self._remember(key, record)
 
     def _remember(self, key: str, record: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from hfpull.blobstore import BlobStore
+from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.serve.upstream_meter import UpstreamMeter
 
 if TYPE_CHECKING:
@@ -156,11 +157,18 @@ class Window:
 
 
 class StoreFigures:
-    """The store's size and blob count, from a walk reused for STORE_REFRESH seconds."""
+    """The store's size and blob count, from a walk reused for STORE_REFRESH seconds.
+    While ``available()`` says the store is down, or a walk fails, the last figures stay."""
 
-    def __init__(self, store: BlobStore, refresh: float = STORE_REFRESH) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        refresh: float = STORE_REFRESH,
+        available: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.store = store
         self.refresh = refresh
+        self.available = available
         self._lock = threading.Lock()
         self._at = -refresh
         self._figures = (0, 0)
@@ -168,12 +176,19 @@ class StoreFigures:
     def get(self) -> tuple[int, int]:
         """(bytes, blobs); may walk the store, so call it off the event loop."""
         with self._lock:
-            if time.monotonic() - self._at >= self.refresh:
+            if time.monotonic() - self._at >= self.refresh and self.available():
                 size = blobs = 0
-                for _key, nbytes in self.store.keys():  # noqa: SIM118 (a BlobStore, not a dict)
-                    size, blobs = size + nbytes, blobs + 1
+                try:
+                    for _key, nbytes in self.store.keys():  # noqa: SIM118 (a BlobStore)
+                        size, blobs = size + nbytes, blobs + 1
+                except StoreUnavailable:
+                    return self._figures
                 self._figures, self._at = (size, blobs), time.monotonic()
             return self._figures
+
+    def last(self) -> tuple[int, int]:
+        """The figures of the last walk, without walking (the store is down)."""
+        return self._figures
 
 
 class _LiveCollector(Collector):
@@ -185,10 +200,15 @@ class _LiveCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The names, without reading anything (registering must not walk the store)."""
-        return self._families(0, 0, (0, 0))
+        yield GaugeMetricFamily("hfpull_store_up", "1 if the blob store answers", value=1)
+        yield from self._families(0, 0, (0, 0))
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self.fills.active, self.fills.started, self.store.get())
+        yield GaugeMetricFamily(
+            "hfpull_store_up", "1 if the blob store answered its last probe, else 0",
+            value=1 if self.store.available() else 0,
+        )  # fmt: skip
+        yield from self._families(self.fills.active, self.fills.started, self.store.get())
 
     def _families(self, active: int, started: int, store: tuple[int, int]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -268,8 +288,10 @@ class Metrics(UpstreamMeter):
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def watch(self, store: BlobStore, fills: Fills) -> None:
-        self.store = StoreFigures(store)
+    def watch(
+        self, store: BlobStore, fills: Fills, available: Callable[[], bool] = lambda: True
+    ) -> None:
+        self.store = StoreFigures(store, available=available)
         self.registry.register(_LiveCollector(fills, self.store))
 
     def upstream_meter(self) -> UpstreamMeter | None:

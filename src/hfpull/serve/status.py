@@ -4,10 +4,15 @@ Cached repos (from the metadata cache's snapshots and the store), the share of a
 bytes served from the store over the last hour and day, fills in progress, recent errors.
 Every text that reaches the page goes through ``html.escape``; no request header, token or
 upstream credential is ever shown (error messages are redacted once more on top).
+
+On an object store the page must answer when the store is down or hangs: it asks the
+store's state first (a probe with a short timeout), and while the store is down it shows the
+figures and repo list it last read, with the store marked down, instead of reading it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import html
 import threading
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.hub.http import host_of
 from hfpull.names import COMMIT_RE
 from hfpull.serve.metrics import RecentError, Totals
@@ -29,6 +35,7 @@ if TYPE_CHECKING:
 
 CENSUS_REFRESH = 10.0  # seconds the repo list (a walk of meta/ and blob sizes) is reused
 REFRESH_PAGE = 15  # the page reloads itself (a meta refresh, no script)
+GATHER_TIMEOUT = 3.0  # seconds the page waits on the store before showing what it has
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class StatusView:
     repos: list[RepoRow] = field(default_factory=list)
     fills: list[FillRow] = field(default_factory=list)
     errors: list[RecentError] = field(default_factory=list)
+    store: str = ""  # the object store's name ("" on local disk)
+    store_down: bool = False
 
 
 class _Census:
@@ -84,18 +93,27 @@ async def status_answer(request: web.Request, mirror: Mirror) -> web.Response:
             {"error": f"{request.method} is not served"}, status=405,
             headers={"X-Error-Code": "MethodNotAllowed"},
         )  # fmt: skip
-    view = await mirror.blocking(gather, mirror)
+    up = await mirror.store_state.up(mirror.blocking)
+    try:
+        view = await asyncio.wait_for(mirror.blocking(gather, mirror, up), GATHER_TIMEOUT)
+    except (TimeoutError, StoreUnavailable):  # down since the probe: what memory has
+        view = await mirror.blocking(gather, mirror, False)
     return web.Response(
         text=render(view), content_type="text/html", charset="utf-8",
         headers={"Cache-Control": "no-store"},
     )  # fmt: skip
 
 
-def gather(mirror: Mirror) -> StatusView:
-    """Everything the page shows; blocking (walks the store), so run it in a thread."""
+def gather(mirror: Mirror, store_up: bool = True) -> StatusView:
+    """Everything the page shows; blocking (walks the store), so run it in a thread.
+    ``store_up`` False: the store is not read (last figures, last repo list)."""
     metrics = mirror.metrics
     now = time.time()
-    store_bytes, store_blobs = metrics.store.get() if metrics.store is not None else (0, 0)
+    figures = metrics.store
+    if figures is None:
+        store_bytes, store_blobs = 0, 0
+    else:
+        store_bytes, store_blobs = figures.get() if store_up else figures.last()
     view = StatusView(
         now=now,
         upstream=_safe_url(mirror.config.settings.endpoint),
@@ -106,8 +124,10 @@ def gather(mirror: Mirror) -> StatusView:
         metrics_on=metrics.enabled,
         hour=metrics.window.last(60),
         day=metrics.window.last(1440),
+        store=mirror.config.store_label or ("object store" if mirror.objects else ""),
+        store_down=not store_up,
     )
-    view.repos = _repos(mirror)
+    view.repos = _repos(mirror, store_up)
     for fill in mirror.fills.in_progress():
         origin = mirror.fill_origin.get(fill.file.etag)
         partial = fill.partial
@@ -124,13 +144,16 @@ def gather(mirror: Mirror) -> StatusView:
     return view
 
 
-def _repos(mirror: Mirror) -> list[RepoRow]:
+def _repos(mirror: Mirror, store_up: bool = True) -> list[RepoRow]:
     census = _censuses.setdefault(mirror, _Census())
-    with census.lock:
-        if time.monotonic() - census.at >= CENSUS_REFRESH:
-            census.rows = _take_census(mirror)
-            census.at = time.monotonic()
+    if not store_up:  # no lock: a census stuck on the store may hold it
         rows = census.rows
+    else:
+        with census.lock:
+            if time.monotonic() - census.at >= CENSUS_REFRESH:
+                census.rows = _take_census(mirror)
+                census.at = time.monotonic()
+            rows = census.rows
     last_use = mirror.metrics.last_use
     return sorted(
         (_with_last_use(row, last_use.get((row.repo_type, row.repo_id), 0.0)) for row in rows),
@@ -160,8 +183,11 @@ def _take_census(mirror: Mirror) -> list[RepoRow]:
         seen.files.update((f.etag, f.size) for f in snapshot.files)
         seen.saved = max(seen.saved, saved_at)
     rows = []
+    size_of: Callable[[str], int | None] = mirror.store.size
+    if not mirror.local:  # one listing, not a HEAD per file (an object store bills both)
+        size_of = dict(mirror.store.keys()).get
     for (repo_type, repo_id), seen in grouped.items():
-        stored = [size for etag, size in seen.files.items() if mirror.store.size(etag) == size]
+        stored = [size for etag, size in seen.files.items() if size_of(etag) == size]
         rows.append(
             RepoRow(
                 repo_type=repo_type,
@@ -215,7 +241,9 @@ def render(view: StatusView) -> str:
         "<header><h1>hfpull serve</h1>",
         f'<div class="muted">upstream <span data-field="upstream">{e(view.upstream)}</span>'
         f"{e(mode)} · up {e(_duration(view.uptime))} · v{e(__version__)} · "
-        f"{e(_clock(view.now))} UTC</div></header>",
+        f"{e(_clock(view.now))} UTC</div>",
+        *_store_line(view),
+        "</header>",
         '<section class="cards">',
         _card("Store", _bytes(view.store_bytes), _count(view.store_blobs, "blob"), "store-bytes"),
         _card("Fills now", str(len(view.fills)), "from upstream", "fills-now"),
@@ -250,6 +278,20 @@ def render(view: StatusView) -> str:
         'health: <a href="/healthz">/healthz</a></p></footer></body></html>'
     )
     return "\n".join(parts)
+
+
+def _store_line(view: StatusView) -> list[str]:
+    if not view.store:
+        return []
+    state = (
+        '<b class="bad" data-field="store-state">down</b> (figures below are the last read)'
+        if view.store_down
+        else '<span data-field="store-state">up</span>'
+    )
+    return [
+        f'<div class="muted">store <span data-field="store">{html.escape(view.store)}</span>'
+        f" · {state}</div>"
+    ]
 
 
 def _card(title: str, value: str, note: str, name: str) -> str:

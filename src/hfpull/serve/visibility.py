@@ -2,8 +2,10 @@
 
 The repo info answer (``GET /api/{type}s/{repo}``, asked with the mirror's own token) has
 ``"gated": false|"auto"|"manual"`` and ``"private": bool``, and the id upstream knows the
-repo by (a renamed repo answers under its new id). The record is kept in memory and on disk
-(``meta/visibility/``), so it holds for cache hits with upstream down and after a restart.
+repo by (a renamed repo answers under its new id). The record is kept in memory and as a
+record (serve/records.py: ``meta/visibility/`` on local disk or on the shared object store),
+so it holds for cache hits with upstream down and after a restart, and replicas on one
+object store ask upstream once per repo and TTL between them.
 It is refreshed after the metadata TTL; when upstream cannot be asked the last record
 stays. A repo upstream does not show the mirror is recorded as not found and treated as
 private: bytes cached while it was public are not handed out after it went private.
@@ -11,7 +13,6 @@ private: bytes cached while it was public are not handed out after it went priva
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -21,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.errors import HfpullError
-from hfpull.fs import atomic_write
 from hfpull.models import RepoRef
+from hfpull.serve.records import LocalRecords, Records
 
 NOT_FOUND_TTL = 30.0
 MEMORY_RECORDS = 4096
@@ -47,8 +49,15 @@ class Visibility:
 
 
 class VisibilityCache:
-    def __init__(self, directory: Path, ttl: float, offline: bool, fetch_info: FetchInfo) -> None:
-        self.directory = directory
+    def __init__(
+        self, directory: Path | Records, ttl: float, offline: bool, fetch_info: FetchInfo
+    ) -> None:
+        # on local disk the layout of earlier releases (flat, keyed by "type/repo"); shared
+        # records carry a "visibility/" kind so they sit apart from the metadata's
+        self.records: Records = (
+            LocalRecords(directory, flat=True) if isinstance(directory, Path) else directory
+        )
+        self._kind = "visibility/" if self.records.shared else ""
         self.ttl = ttl
         self.offline = offline
         self._fetch_info = fetch_info
@@ -68,6 +77,8 @@ class VisibilityCache:
         key = _key(repo)
         with self._stripes[hash(key) % LOCK_STRIPES]:  # one upstream question per repo
             record = self._load(key)
+            if record is not None and not self._is_fresh(record) and self.records.shared:
+                record = self._load(key, reread=True)  # another replica may have asked
             if self.offline or (record is not None and self._is_fresh(record)):
                 return record
             asked = self._ask(repo)
@@ -100,27 +111,32 @@ class VisibilityCache:
         ttl = self.ttl if record.found else min(self.ttl, NOT_FOUND_TTL)
         return time.time() - record.saved_at < ttl
 
-    def _path(self, key: str) -> Path:
-        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
-
-    def _load(self, key: str) -> Visibility | None:
+    def _load(self, key: str, reread: bool = False) -> Visibility | None:
         with self._guard:
-            record = self._memory.get(key)
-        if record is not None:
-            return record
+            memory = self._memory.get(key)
+        if memory is not None and not reread:
+            return memory
         try:
-            saved: dict[str, Any] = json.loads(self._path(key).read_text(encoding="utf-8"))
+            body = self.records.load(self._kind + key)
+        except StoreUnavailable:
+            return memory
+        try:
+            saved: dict[str, Any] = json.loads(body) if body is not None else {}
             if saved.pop("key") != key:
-                return None
+                return memory
             record = Visibility(**saved)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return memory
+        if memory is not None and memory.saved_at >= record.saved_at:
+            return memory
         self._remember(key, record)
         return record
 
     def _save(self, key: str, record: Visibility) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._path(key), json.dumps({"key": key, **asdict(record)}).encode())
+        try:
+            self.records.save(self._kind + key, json.dumps({"key": key, **asdict(record)}).encode())
+        except StoreUnavailable:
+            pass  # kept in memory; upstream is asked again after a restart
         self._remember(key, record)
 
     def _remember(self, key: str, record: Visibility) -> None:
