@@ -77,6 +77,15 @@ class CachedBlobStore:
         self.remote.upload(key, verified)
         self._add(key, verified, size)
 
+    def adopt(self, key: str, verified: Path) -> None:
+        """The blob is on the object store already (a fleet fill composed it): keep the
+        verified local file as this replica's copy if it fits."""
+        size = verified.stat().st_size
+        if size > self.cap:
+            self.remote.adopt(key, verified)
+            return
+        self._add(key, verified, size)
+
     def delete(self, key: str) -> bool:
         self._drop(key)
         return self.remote.delete(key)

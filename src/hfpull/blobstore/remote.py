@@ -97,6 +97,14 @@ class ObjectBlobStore:
         self.upload(key, verified)
         verified.unlink(missing_ok=True)
 
+    def adopt(self, key: str, verified: Path) -> None:
+        """The blob was stored by other means (a fleet fill composed it from chunks): note
+        its size and drop the local file."""
+        size = verified.stat().st_size
+        verified.unlink(missing_ok=True)
+        with self._lock:
+            self._know(key, size)
+
     def delete(self, key: str) -> bool:
         existed = self.objects.head(blob_name(key)) is not None
         self.objects.delete(blob_name(key))

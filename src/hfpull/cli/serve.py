@@ -121,6 +121,16 @@ def serve(
             "serve them from there. Default: none.",
         ),
     ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            "--lease-ttl",
+            envvar="HFPULL_SERVE_LEASE_TTL",
+            min=1,
+            help="With --store: seconds after which a replica that stopped renewing its fill "
+            "lease is presumed dead and another takes the fill over.",
+        ),
+    ] = 15.0,
     allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -218,6 +228,7 @@ def serve(
             metrics=metrics,
             local_cache_size=local_cap,
             store_label=label,
+            lease_ttl=lease_ttl,
         )
         run(config, host, port, access_log, tuple(seed or ()), objects)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,7 +36,9 @@ from hfpull.serve.access import ORIGIN_KEY, AccessConfig
 from hfpull.serve.answers import error_answer, failure_answer
 from hfpull.serve.eviction import Evictor
 from hfpull.serve.fill import Fill, Fills
+from hfpull.serve.fleet import Fleet
 from hfpull.serve.guard import install_access
+from hfpull.serve.lease import DEFAULT_TTL, Leases
 from hfpull.serve.metadata import (
     Answer,
     MetadataCache,
@@ -68,6 +70,7 @@ class ServeConfig:
     metrics: bool = True  # /metrics and the status page's traffic figures
     local_cache_size: int | None = None  # on an object store: bytes of local copies; None: none
     store_label: str | None = None  # what the start-up line names as the store (s3://…)
+    lease_ttl: float = DEFAULT_TTL  # fleet fills: a dead holder's lease is taken over after it
 
 
 class Mirror:
@@ -94,17 +97,25 @@ class Mirror:
             self.upstream.resolve, self.upstream.api,
         )  # fmt: skip
         self.store_state = StoreState(objects)
-        self.fills = Fills(self._run_fill)
+        leases = None if objects is None else Leases(objects, config.lease_ttl)
+        fleet = None if leases is None else Fleet(leases.objects, self.store, leases)
+        self.fills = Fills(self._run_fill, fleet)
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="hfpull-serve")
         # blob -> (repo, commit) a fill fetches it through (any one that lists it will do)
         self.fill_origin: dict[str, tuple[RepoRef, str]] = {}
         self.prewarm_jobs = PrewarmJobs(self)
         self.metrics.watch(self.store, self.fills, lambda: self.store_state.ok)
 
-    def _run_fill(self, file: RemoteFile, on_claim: Callable[..., None]) -> None:
+    def _run_fill(
+        self,
+        file: RemoteFile,
+        on_claim: Callable[..., None],
+        store: BlobStore | None = None,  # a fleet holder's: publishing composes from chunks
+        cancel: threading.Event | None = None,
+    ) -> None:
         repo, commit = self.fill_origin[file.etag]
         with self.evictor.filling(file):
-            self.upstream.fill(repo, commit, file, self.store, on_claim)
+            self.upstream.fill(repo, commit, file, store or self.store, on_claim, cancel)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, bind(fn, *args))
@@ -481,7 +492,7 @@ async def _stream(
         response.headers["Content-Range"] = f"bytes {first}-{stop - 1}/{size}"
     response.content_length = stop - first
     await response.prepare(request)
-    pos, fd = first, -1
+    pos, reader = first, fill.reader()
     try:
         while pos < stop:
             readable = fill.readable(first)
@@ -491,11 +502,8 @@ async def _stream(
             limit = min(readable, stop if fill.done.is_set() else stop - 1)
             if limit > pos:
                 end = min(limit, pos + CHUNK)
-                if fd < 0 and not fill.done.is_set():
-                    fd = _dup(fill)
-                if fd >= 0:
-                    chunk = await mirror.blocking(os.pread, fd, end - pos, pos)
-                else:
+                chunk = await mirror.blocking(reader.read, pos, end)
+                if chunk is None:  # the fill ended before this client read from it
                     chunk = await mirror.blocking(mirror.store.read, fill.file.etag, pos, end)
                 if not chunk:
                     _abort(request)
@@ -506,15 +514,9 @@ async def _stream(
             else:
                 await asyncio.sleep(0.005)
     finally:
-        if fd >= 0:
-            os.close(fd)
+        reader.close()
     await response.write_eof()
     return response
-
-
-def _dup(fill: Fill) -> int:
-    with fill.lock:
-        return os.dup(fill.fd) if fill.fd >= 0 else -1
 
 
 def _abort(request: web.Request) -> None:

@@ -196,6 +196,17 @@ class _CountingStore:
         self._inner.put(key, verified)
         self._evictor.note_put(key, (self._inner.size(key) or 0) - before)
 
+    def adopt(self, key: str, verified: Path) -> None:
+        """A blob a fleet fill composed on the object store: count it; the inner store keeps
+        the verified local file (a local cache) or it is deleted."""
+        size = verified.stat().st_size
+        adopt = getattr(self._inner, "adopt", None)
+        if adopt is not None:
+            adopt(key, verified)
+        else:
+            verified.unlink(missing_ok=True)
+        self._evictor.note_put(key, size)
+
     def delete(self, key: str) -> bool:
         size = self._inner.size(key)
         deleted = self._inner.delete(key)

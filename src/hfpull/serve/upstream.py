@@ -78,10 +78,17 @@ class Upstream:
         return response.status_code, body, headers
 
     def fill(
-        self, repo: RepoRef, commit: str, file: RemoteFile, store: BlobStore, on_claim: Any
+        self,
+        repo: RepoRef,
+        commit: str,
+        file: RemoteFile,
+        store: BlobStore,
+        on_claim: Any,
+        cancel: threading.Event | None = None,
     ) -> None:
         """Fetch one blob into the store with the get engine: Range segments, partials,
-        prefix hashing, verification. Raises what ``hfpull get`` would."""
+        prefix hashing, verification. Raises what ``hfpull get`` would; ``cancel`` stops it
+        (a fleet fill whose lease was lost)."""
         ctx = FetchContext(
             settings=self.settings,
             pool=self.pool,
@@ -89,7 +96,7 @@ class Upstream:
             repo=repo,
             commit=commit,
             session=thread_session,
-            cancel=threading.Event(),
+            cancel=cancel or threading.Event(),
             emit=self.meter.fill_events(file),
         )
         Engine(ctx, StoreLayout(store), on_claim=on_claim).download([[file]])
