@@ -28,6 +28,7 @@ def running_mirror(
     *extra: str,
     store: Path | None = None,
     procs: list[subprocess.Popen[bytes]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     port = free_port()
     store = store or tmp_path / "mirror-store"
@@ -36,7 +37,8 @@ def running_mirror(
         [sys.executable, "-m", "hfpull", "serve", "--upstream", upstream, "--port", str(port),
          "--cache-dir", str(store), *extra],
         cwd=ROOT, env=cli_env(tmp_path, HFPULL_READ_TIMEOUT="3", HFPULL_CONNECT_TIMEOUT="2",
-                              HFPULL_BACKOFF_BASE="0.05", HFPULL_SEGMENT_SIZE=str(1 << 20)),
+                              HFPULL_BACKOFF_BASE="0.05", HFPULL_SEGMENT_SIZE=str(1 << 20),
+                              **(env or {})),
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -130,7 +130,7 @@ class FillReader:
 
     def read(self, start: int, end: int) -> bytes | None:
         source = self.fill.source
-        if source is not self._source:
+        if self._source is None or source is not self._source:  # None: nothing opened yet
             if self._source is not None:
                 return b""  # replaced: what this client was sent came from the old source
             if source is None or self.fill.done.is_set():
