@@ -226,3 +226,15 @@ def test_a_restart_counts_the_local_cache_and_drops_half_done_copies(tmp_path: P
     leftover.write_bytes(b"half")
     again = _cached(tmp_path, objects, 10 * MiB)
     assert again.used == MiB and not leftover.exists()
+
+
+def test_a_copy_that_does_not_hash_to_its_key_is_not_kept(tmp_path: Path) -> None:
+    objects = MemoryObjectStore()
+    data = os.urandom(MiB)
+    key = hashlib.sha256(data).hexdigest()
+    objects.put(remote.blob_name(key), bytes(reversed(data)))  # same size, wrong bytes
+    store = _cached(tmp_path, objects, 10 * MiB)
+    assert store.local_path(key) is None
+    _until(lambda: store.rejected == 1, "the copy checked")
+    assert store.copies == 0 and store.local.size(key) is None and store.used == 0
+    assert store.local_path(key) is None  # still served from the store, never from a bad copy

@@ -3,7 +3,8 @@
 Hits on blobs held locally go out by sendfile from ``local_path``, and still serve when the
 object store is down. A blob this replica filled is kept locally (the verified file is
 uploaded, then moved into the cache); a blob first read from the object store is copied to
-local disk once, in the background, while the first client streams it from the store.
+local disk once, in the background, while the first client streams it from the store; the
+copy is kept only if it hashes to its key (a store's bit rot never becomes a sendfile hit).
 
 The cache has its own cap and its own LRU (each local blob's mtime, as LocalBlobStore keeps
 it): over the cap, the least recently used local copies go until LOW_WATER of it is left.
@@ -13,6 +14,7 @@ shared store: it is the mirror's store, this is only a copy of part of it.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import threading
@@ -20,12 +22,22 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from hfpull.blobstore.local import LocalBlobStore
 from hfpull.blobstore.remote import ObjectBlobStore, blob_name
 from hfpull.errors import HfpullError
 
 LOW_WATER = 0.9
+
+
+def _hasher(key: str, size: int) -> Any:
+    """The hash a blob's key is: SHA-256 (64 hex, LFS) or git's blob SHA-1 (40 hex)."""
+    if len(key) == 64:
+        return hashlib.sha256()
+    git = hashlib.sha1()  # noqa: S324 - git's object id
+    git.update(b"blob %d\0" % size)
+    return git
 
 
 class CachedBlobStore:
@@ -40,6 +52,7 @@ class CachedBlobStore:
         shutil.rmtree(self._scratch, ignore_errors=True)  # copies a crash left half done
         self._used = sum(size for _, size, _ in local.usage())
         self.copies = 0  # blobs copied from the object store (for tests and the status)
+        self.rejected = 0  # copies that did not hash to their key (not kept)
         self._trim()
 
     @property
@@ -123,11 +136,16 @@ class CachedBlobStore:
             if size is None or size > self.cap or self.local.size(key) is not None:
                 return
             self._scratch.mkdir(parents=True, exist_ok=True)
+            hasher = _hasher(key, size)
             with scratch.open("wb") as out:
                 for chunk in self.remote.objects.get_range(blob_name(key), 0, size):
                     out.write(chunk)
-            if scratch.stat().st_size != size:
-                return  # the store answered short: no copy rather than a bad one
+                    hasher.update(chunk)
+            if scratch.stat().st_size != size or hasher.hexdigest() != key:
+                print(f"hfpull serve: local cache: the store's {key} did not verify; not copied",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                self.rejected += 1
+                return  # no copy rather than a bad one: hits keep streaming from the store
             self._add(key, scratch, size)
             self.copies += 1
         except (HfpullError, OSError) as exc:
