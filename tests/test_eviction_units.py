@@ -184,7 +184,12 @@ def test_the_mirror_pins_and_reserves_a_fill_until_it_published(tmp_path: Path) 
     seen: list[tuple[int, int]] = []
 
     def fake_fill(
-        repo: object, commit: str, file: RemoteFile, store: object, on_claim: object
+        repo: object,
+        commit: str,
+        file: RemoteFile,
+        store: object,
+        on_claim: object,
+        cancel: object = None,
     ) -> None:
         seen.append((mirror.evictor.pins.count(file.etag), mirror.evictor.used))
         key, staged = _staged(tmp_path, data)
