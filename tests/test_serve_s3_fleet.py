@@ -11,6 +11,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import cli_env
 from tests.fakehub import FakeHub
 from tests.s3_helpers import SeaweedFS
 from tests.serve_helpers import running_mirror
@@ -168,3 +170,44 @@ def test_a_stopped_store_is_a_quick_503_and_the_replica_recovers_when_it_returns
             assert answer.content == data
     finally:
         server.stop()
+
+
+def test_two_edges_on_two_regional_replicas_fetch_each_blob_from_upstream_once(
+    tmp_path: Path, fake_hub: FakeHub, seaweed: SeaweedFS
+) -> None:
+    """Tiers: edge mirrors (local disk) whose upstreams are two replicas of a regional fleet
+    on the store, prewarmed at once from one lock file: single flight holds through the tier."""
+    data = os.urandom(12 * MiB)
+    fake_hub.add_repo("org/m", {"big.bin": data, "config.json": b"{}"})
+    fake_hub.throttle_rate = 12 * MiB
+    with ExitStack() as stack:
+        regional = _replicas(stack, tmp_path, fake_hub, seaweed, seaweed.new_bucket(), 2)
+        edges = [
+            stack.enter_context(running_mirror(tmp_path, url, store=tmp_path / f"edge-{i}"))
+            for i, url in enumerate(regional)
+        ]
+        lock = tmp_path / "m.lock"  # what the tier is to hold, pinned to a commit
+        made = subprocess.run(
+            [sys.executable, "-m", "hfpull", "lock", "org/m", "-o", str(lock)],
+            env=cli_env(tmp_path, HF_ENDPOINT=edges[0]), capture_output=True, text=True,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr[-500:]
+        fake_hub.reset_log()
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "hfpull", "prewarm", "--lock", str(lock), "--mirror", edge],
+                env=cli_env(tmp_path),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for edge in edges
+        ]
+        for run in runs:
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err.decode()[-500:]
+        sent = fake_hub.bytes_sent("/cdn/")
+        assert len(data) <= sent <= len(data) + 2 * MiB, f"upstream sent {sent / len(data):.2f}×"
+        fake_hub.reset_log()
+        for edge in edges:
+            assert requests.get(f"{edge}/org/m/resolve/main/big.bin", timeout=60).content == data
+        assert fake_hub.bytes_sent("/cdn/") == 0
