@@ -22,10 +22,15 @@ class Hasher(Protocol):
 
 def new_hasher(file: RemoteFile) -> Hasher:
     """A hasher whose final hexdigest must equal ``file.etag`` when the bytes are right."""
-    if file.is_lfs:
+    return key_hasher(file.etag, file.size)
+
+
+def key_hasher(key: str, size: int) -> Hasher:
+    """The hash a stored blob's key is: SHA-256 (64 hex, LFS) or git's blob SHA-1 (40 hex)."""
+    if len(key) == 64:
         return hashlib.sha256()
     git = hashlib.sha1()  # noqa: S324 - git's object id, not a security primitive on its own
-    git.update(b"blob %d\0" % file.size)
+    git.update(b"blob %d\0" % size)
     return git
 
 

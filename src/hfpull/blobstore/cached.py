@@ -14,7 +14,6 @@ shared store: it is the mirror's store, this is only a copy of part of it.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import threading
@@ -22,22 +21,13 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from hfpull.blobstore.local import LocalBlobStore
 from hfpull.blobstore.remote import ObjectBlobStore, blob_name
 from hfpull.errors import HfpullError
+from hfpull.hashing import key_hasher
 
 LOW_WATER = 0.9
-
-
-def _hasher(key: str, size: int) -> Any:
-    """The hash a blob's key is: SHA-256 (64 hex, LFS) or git's blob SHA-1 (40 hex)."""
-    if len(key) == 64:
-        return hashlib.sha256()
-    git = hashlib.sha1()  # noqa: S324 - git's object id
-    git.update(b"blob %d\0" % size)
-    return git
 
 
 class CachedBlobStore:
@@ -136,7 +126,7 @@ class CachedBlobStore:
             if size is None or size > self.cap or self.local.size(key) is not None:
                 return
             self._scratch.mkdir(parents=True, exist_ok=True)
-            hasher = _hasher(key, size)
+            hasher = key_hasher(key, size)
             with scratch.open("wb") as out:
                 for chunk in self.remote.objects.get_range(blob_name(key), 0, size):
                     out.write(chunk)

@@ -61,12 +61,13 @@ class S3Config:
     @property
     def where(self) -> str:
         """The store as it may be printed (an endpoint's user:password@ part never is)."""
+        url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         if not self.endpoint:
-            return f"s3://{self.bucket}/{self.prefix}"
+            return url
         scheme, sep, rest = self.endpoint.partition("://")
         host, slash, path = rest.partition("/")
         host = host.rpartition("@")[2]
-        return f"s3://{self.bucket}/{self.prefix} at {scheme}{sep}{host}{slash}{path}"
+        return f"{url} at {scheme}{sep}{host}{slash}{path}"
 
 
 class S3ObjectStore:
@@ -104,9 +105,11 @@ class S3ObjectStore:
                 "AWS_SECRET_ACCESS_KEY, or a profile)"
             ) from None
         except BotoCoreError as exc:  # connection refused, timeouts, bad endpoint
-            raise StoreUnavailable(
-                f"object store {self.config.where} did not answer ({type(exc).__name__})"
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> StoreUnavailable:
+        """Connection refused, timeouts, a bad endpoint (never the credentials in the text)."""
+        return StoreUnavailable(f"object store {self.where} did not answer ({type(exc).__name__})")
 
     def _translate(self, exc: Any) -> HfpullError:
         error = exc.response.get("Error", {})
@@ -114,12 +117,10 @@ class S3ObjectStore:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _PRECONDITION or status in (409, 412):
             return PreconditionFailed(f"{code or status}: someone else wrote it first")
-        if code in _NOT_FOUND or status == 404:
-            if code == "NoSuchBucket":
-                return UsageError(f"bucket {self.config.bucket!r} does not exist at {self.where}")
-            return NotFoundError(f"not in the object store ({code or status})")
         if code == "NoSuchBucket":
             return UsageError(f"bucket {self.config.bucket!r} does not exist at {self.where}")
+        if code in _NOT_FOUND or status == 404:
+            return NotFoundError(f"not in the object store ({code or status})")
         if code in _AUTH or status in (401, 403):
             return AuthError(f"the object store {self.where} refused the credentials ({code})")
         return StoreUnavailable(f"object store {self.where} answered {status} {code}".strip())
@@ -232,29 +233,28 @@ class S3ObjectStore:
             pass
 
     def scan(self, prefix: str) -> Iterator[ObjectInfo]:
-        paginator = self._client.get_paginator("list_objects_v2")
-        pages = self._call(paginator.paginate, Prefix=self._key(prefix))
         skip = len(self.config.prefix)
-        try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    yield ObjectInfo(
-                        item["Key"][skip:], int(item["Size"]), item["ETag"],
-                        item["LastModified"].timestamp(),
-                    )  # fmt: skip
-        except Exception as exc:
-            raise self._wrap(exc) from None
+        for page in self._pages("list_objects_v2", prefix):
+            for item in page.get("Contents", ()):
+                yield ObjectInfo(
+                    item["Key"][skip:], int(item["Size"]), item["ETag"],
+                    item["LastModified"].timestamp(),
+                )  # fmt: skip
 
-    def _wrap(self, exc: Exception) -> Exception:
+    def _pages(self, operation: str, prefix: str) -> Iterator[dict[str, Any]]:
+        """The pages of a listing under ``prefix``; errors as in ``_call`` (pages are fetched
+        as they are iterated, so the translation wraps the iteration)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if isinstance(exc, ClientError):
-            return self._translate(exc)
-        if isinstance(exc, BotoCoreError):
-            return StoreUnavailable(
-                f"object store {self.where} did not answer ({type(exc).__name__})"
-            )
-        return exc
+        pages = self._client.get_paginator(operation).paginate(
+            Bucket=self.config.bucket, Prefix=self._key(prefix)
+        )
+        try:
+            yield from pages
+        except ClientError as exc:
+            raise self._translate(exc) from None
+        except BotoCoreError as exc:
+            raise self._unreachable(exc) from None
 
     def create_multipart(self, name: str) -> str:
         answer = self._call(self._client.create_multipart_upload, Key=self._key(name))
@@ -300,12 +300,7 @@ class S3ObjectStore:
             pass
 
     def list_multipart(self, prefix: str) -> Iterator[tuple[str, str]]:
-        paginator = self._client.get_paginator("list_multipart_uploads")
-        pages = self._call(paginator.paginate, Prefix=self._key(prefix))
         skip = len(self.config.prefix)
-        try:
-            for page in pages:
-                for upload in page.get("Uploads", ()):
-                    yield upload["Key"][skip:], upload["UploadId"]
-        except Exception as exc:
-            raise self._wrap(exc) from None
+        for page in self._pages("list_multipart_uploads", prefix):
+            for upload in page.get("Uploads", ()):
+                yield upload["Key"][skip:], upload["UploadId"]

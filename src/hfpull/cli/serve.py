@@ -250,16 +250,7 @@ def _object_store(url: str, endpoint: str | None, region: str | None) -> tuple[A
     config = S3Config.from_url(url, endpoint=endpoint, region=region)
     store = S3ObjectStore(config)
     store.check()
-    prefix = f"/{config.prefix.strip('/')}" if config.prefix.strip("/") else ""
-    where = f" at {_without_userinfo(config.endpoint)}" if config.endpoint else ""
-    return store, f"s3://{config.bucket}{prefix}{where}"
-
-
-def _without_userinfo(url: str) -> str:
-    """An endpoint as it may be printed: never a user:password@ part."""
-    scheme, sep, rest = url.partition("://")
-    host, slash, path = rest.partition("/")
-    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+    return store, config.where
 
 
 @serve_app.command("import")
