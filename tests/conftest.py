@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,15 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(HF_HOME=str(tmp_path / "hf-home"), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
+
+
+def until(condition: Callable[[], object], what: str, seconds: float = 10.0) -> None:
+    """Poll ``condition`` every 10 ms until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s: {what}")
+        time.sleep(0.01)
 
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]

@@ -9,7 +9,6 @@ file makes it check request signatures (a wrong secret is refused). ``stop()`` a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -150,7 +149,3 @@ class SeaweedFS:
         name = f"t-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
-
-
-def apply_env(env: dict[str, str]) -> None:
-    os.environ.update(env)

@@ -31,61 +31,6 @@ from tests.serve_helpers import free_port
 RATE = 6 * MiB  # per upstream connection; two connections: a 24 MiB fill takes about 2 s
 
 
-class ObjectBlobs:
-    """A minimal BlobStore over an ObjectStore (blobs at ``blobs/<ab>/<key>``), standing in
-    for the s3serve helper's ObjectBlobStore: hits are copied to a local file to be sent."""
-
-    def __init__(self, objects: MemoryObjectStore, root: Path) -> None:
-        self.objects = objects
-        self.root = root
-        (root / "copies").mkdir(parents=True, exist_ok=True)
-
-    @property
-    def partial_dir(self) -> Path:
-        return self.root / "partials"
-
-    def size(self, key: str) -> int | None:
-        info = self.objects.head(blob_name(key))
-        return None if info is None else info.size
-
-    def local_path(self, key: str) -> Path | None:
-        size = self.size(key)
-        if size is None:
-            return None
-        path = self.root / "copies" / key
-        if not path.exists():
-            staged = path.with_suffix(f".{threading.get_ident()}")
-            staged.write_bytes(self.read(key, 0, size))
-            os.replace(staged, path)
-        return path
-
-    def read(self, key: str, start: int, end: int) -> bytes:
-        return b"".join(self.objects.get_range(blob_name(key), start, end))
-
-    def put(self, key: str, verified: Path) -> None:
-        self.objects.upload_file(blob_name(key), str(verified))
-        verified.unlink()
-
-    def adopt(self, key: str, verified: Path) -> None:
-        verified.unlink()
-
-    def delete(self, key: str) -> bool:
-        existed = self.size(key) is not None
-        self.objects.delete(blob_name(key))
-        return existed
-
-    def keys(self) -> Iterator[tuple[str, int]]:
-        for info in self.objects.scan("blobs/"):
-            yield info.name.rsplit("/", 1)[1], info.size
-
-    def touch(self, key: str) -> None:
-        pass
-
-    def usage(self) -> Iterator[tuple[str, int, float]]:
-        for info in self.objects.scan("blobs/"):
-            yield info.name.rsplit("/", 1)[1], info.size, info.modified
-
-
 class Replicas:
     """K mirrors sharing one object store, served from one event loop in a thread."""
 
@@ -101,9 +46,7 @@ class Replicas:
             settings = fast_settings(
                 hub.url, root, connections=2, segment_size=MiB, min_split=MiB, read_timeout=5.0
             )
-            app = create_app(
-                ServeConfig(settings, lease_ttl=0.6), ObjectBlobs(objects, root), objects
-            )
+            app = create_app(ServeConfig(settings, lease_ttl=0.6), objects=objects)
             port = free_port()
             self.runners.append(self._call(self._start(app, port)))
             self.urls.append(f"http://127.0.0.1:{port}")

@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from hfpull.blobstore.objects import StoreUnavailable
 from hfpull.blobstore.remote import ObjectBlobStore
 from hfpull.errors import UnsafeInputError
 from hfpull.serve.records import ObjectRecords
+from tests.conftest import until
 from tests.memory_objects import MemoryObjectStore
 
 MiB = 1 << 20
@@ -29,14 +29,6 @@ def _staged(tmp_path: Path, data: bytes) -> tuple[str, Path]:
     staged = tmp_path / f"{key}.staged"
     staged.write_bytes(data)
     return key, staged
-
-
-def _until(condition: Callable[[], object], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.01)
 
 
 def test_a_put_blob_is_one_object_under_blobs_and_reads_back_byte_exact(tmp_path: Path) -> None:
@@ -98,7 +90,7 @@ def test_touch_writes_a_use_marker_once_per_interval_and_usage_reads_it(tmp_path
     assert stored_at is not None
     for _ in range(20):
         store.touch(key)
-    _until(lambda: objects.head(f"used/{key}") is not None, "the use marker")
+    until(lambda: objects.head(f"used/{key}") is not None, "the use marker")
     assert objects.calls.count("put") == 1  # twenty hits, one marker
     marker = objects.head(f"used/{key}")
     assert marker is not None
@@ -113,7 +105,7 @@ def test_delete_removes_the_blob_and_its_marker(tmp_path: Path) -> None:
     key, staged = _staged(tmp_path, b"doomed")
     store.put(key, staged)
     store.touch(key)
-    _until(lambda: objects.head(f"used/{key}") is not None, "the use marker")
+    until(lambda: objects.head(f"used/{key}") is not None, "the use marker")
     assert store.delete(key) is True
     assert store.size(key) is None and list(objects.scan("")) == []
     assert store.delete(key) is False
@@ -174,7 +166,7 @@ def test_a_blob_read_from_the_store_is_copied_locally_once_then_served_when_it_i
     assert store.local_path(key) is None  # not yet: the copy starts now
     for _ in range(5):
         store.local_path(key)
-    _until(lambda: store.copies == 1, "the local copy")
+    until(lambda: store.copies == 1, "the local copy")
     assert store.local.size(key) == len(data)
     objects.down = True
     assert store.size(key) == len(data)
@@ -235,6 +227,6 @@ def test_a_copy_that_does_not_hash_to_its_key_is_not_kept(tmp_path: Path) -> Non
     objects.put(remote.blob_name(key), bytes(reversed(data)))  # same size, wrong bytes
     store = _cached(tmp_path, objects, 10 * MiB)
     assert store.local_path(key) is None
-    _until(lambda: store.rejected == 1, "the copy checked")
+    until(lambda: store.rejected == 1, "the copy checked")
     assert store.copies == 0 and store.local.size(key) is None and store.used == 0
     assert store.local_path(key) is None  # still served from the store, never from a bad copy

@@ -8,7 +8,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from hfpull.blobstore.cached import CachedBlobStore
 from hfpull.serve.app import MIRROR, Mirror, ServeConfig, create_app
-from tests.conftest import cli_env, fast_settings
+from tests.conftest import cli_env, fast_settings, until
 from tests.fakehub import FakeHub
 from tests.memory_objects import MemoryObjectStore
 from tests.test_interop import run_python
@@ -51,14 +51,6 @@ def serving(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
-
-
-def _until(condition: Callable[[], object], what: str, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds} s: {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -135,7 +127,7 @@ def test_with_the_store_down_a_locally_cached_hit_serves_and_a_miss_is_a_quick_5
         scrape = requests.get(url + "/metrics", timeout=10)
         assert scrape.status_code == 200 and "hfpull_store_up 0.0" in scrape.text
         objects.down = False
-        _until(
+        until(
             lambda: requests.get(f"{url}/healthz", timeout=10).json()["store"] == "up",
             "the store back up",
         )
@@ -155,7 +147,7 @@ def test_a_replica_copies_a_hit_from_the_store_locally_and_serves_it_when_the_st
         assert fake_hub.bytes_sent("/cdn/") == 0
         assert isinstance(b.evictor.store, CachedBlobStore)
         cached = b.evictor.store
-        _until(lambda: cached.copies == 1, "the local copy")
+        until(lambda: cached.copies == 1, "the local copy")
         objects.down = True
         again = _get(url_b, "big.bin")
         assert again.status_code == 200 and again.content == repo["big.bin"]
@@ -175,7 +167,7 @@ def test_two_replicas_share_file_lists_and_agree_on_a_moved_branch_after_the_ttl
         assert _get(url_b, "small.txt").headers["X-Repo-Commit"] == old
         assert fake_hub.requests == []  # b asked nobody: a's file list and blob are shared
         new = fake_hub.add_repo("org/m", {**repo, "small.txt": b"moved on\n"})
-        _until(
+        until(
             lambda: _get(url_a, "small.txt").headers["X-Repo-Commit"] == new,
             "a seeing the moved branch",
         )

@@ -30,6 +30,10 @@ class BlobStore(Protocol):
     def put(self, key: str, verified: Path) -> None:
         """Store a file whose hash was checked against ``key`` (moved, not copied)."""
 
+    def adopt(self, key: str, verified: Path) -> None:
+        """The blob was stored by other means (a fleet fill composed it on the object store);
+        ``verified`` is its checked local file: kept as a local copy, or removed."""
+
     def delete(self, key: str) -> bool: ...
 
     def keys(self) -> Iterator[tuple[str, int]]:

@@ -61,6 +61,9 @@ class LocalBlobStore:
         os.replace(verified, target)  # same inode: readers of the partial keep reading
         fsync_dir(target.parent)
 
+    def adopt(self, key: str, verified: Path) -> None:
+        self.put(key, verified)  # local disk is the store: the verified file is the blob
+
     def delete(self, key: str) -> bool:
         try:
             self.path(key).unlink()

@@ -200,11 +200,7 @@ class _CountingStore:
         """A blob a fleet fill composed on the object store: count it; the inner store keeps
         the verified local file (a local cache) or it is deleted."""
         size = verified.stat().st_size
-        adopt = getattr(self._inner, "adopt", None)
-        if adopt is not None:
-            adopt(key, verified)
-        else:
-            verified.unlink(missing_ok=True)
+        self._inner.adopt(key, verified)
         self._evictor.note_put(key, size)
 
     def delete(self, key: str) -> bool:

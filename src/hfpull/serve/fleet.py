@@ -370,7 +370,7 @@ class _Holder:
 class _PublishingStore:
     """The mirror's blob store, except that publishing a verified blob composes it from the
     chunks already on the object store; the verified local file is then handed to the
-    store's ``adopt`` (a local cache keeps it) or deleted."""
+    store's ``adopt`` (a local cache keeps it, the object store drops it)."""
 
     def __init__(self, inner: BlobStore, holder: _Holder) -> None:
         self._inner = inner
@@ -385,11 +385,7 @@ class _PublishingStore:
 
     def put(self, key: str, verified: Path) -> None:
         self._holder.publish(verified)
-        adopt = getattr(self._inner, "adopt", None)
-        if adopt is not None:
-            adopt(key, verified)
-        else:
-            verified.unlink(missing_ok=True)
+        self._inner.adopt(key, verified)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
