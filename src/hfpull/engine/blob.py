@@ -29,6 +29,7 @@ from hfpull.events import ProgressCallback, ProgressEvent
 from hfpull.fs import disk_errors
 from hfpull.hashing import READ_CHUNK
 from hfpull.hub.http import (
+    BodyReader,
     describe_transport_error,
     error_from_response,
     is_unreachable,
@@ -416,8 +417,10 @@ class BlobTransfer:
         self, response: requests.Response, board: RangeBoard, piece: Piece, slot: Slot, skip: int
     ) -> bool:
         """Write the body at ``piece.pos`` until the piece's end (which a split may move
-        down meanwhile: every chunk is reserved on the board before it is written)."""
-        raw = response.raw
+        down meanwhile: every chunk is reserved on the board before it is written). Reads
+        land in one buffer per request: no allocation per chunk."""
+        body = BodyReader(response)
+        buffer = memoryview(bytearray(min(READ_CHUNK, skip + piece.end - piece.pos)))
         settings = self.ctx.settings
         budget = self.budget
         window_start, window_bytes = time.monotonic(), 0
@@ -425,14 +428,15 @@ class BlobTransfer:
             self._check_cancel()
             if slot.extra and budget.shed_now and budget.shed(slot):
                 return True
-            data = raw.read1(min(READ_CHUNK, skip) if skip else READ_CHUNK)
-            if not data:
+            count = body.readinto(buffer[:skip] if skip else buffer)
+            if not count:
                 raise _Transient("connection closed before the end of the body")
-            window_bytes += len(data)
+            window_bytes += count
+            data = buffer[:count]
             if skip:
-                skip -= len(data)
+                skip -= count
                 if skip < 0:
-                    data, skip = data[len(data) + skip :], 0
+                    data, skip = data[count + skip :], 0
                 else:
                     continue
             offset = piece.pos
@@ -445,11 +449,12 @@ class BlobTransfer:
                 if window_bytes < settings.min_speed * (now - window_start):
                     raise _Transient("stalled (too slow)")
                 window_start, window_bytes = now, 0
+        body.finish()  # read to its end (unless a split cut the piece): keep the connection
         return False
 
     # -- bytes, hash, helpers ----------------------------------------------------------
 
-    def _write(self, offset: int, data: bytes) -> None:
+    def _write(self, offset: int, data: memoryview) -> None:
         with disk_errors(
             f"could not write {self.file.path}",
             hint="free some space and run the same command again; the partial is kept",

@@ -29,7 +29,7 @@ class PrefixHasher:
         self._written_back = 0  # hashed bytes already handed to the disk
         self._lock = threading.Lock()
 
-    def landed(self, offset: int, data: bytes) -> None:
+    def landed(self, offset: int, data: bytes | memoryview) -> None:
         """Called after ``data`` was written at ``offset`` and recorded in the partial.
 
         Never blocks a writer: if another thread is hashing, it (or ``finish``) will pick

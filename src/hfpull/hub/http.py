@@ -8,6 +8,7 @@ other Range segments of the same file.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import re
 import threading
 import time
@@ -169,6 +170,51 @@ def request_following_redirects(
             raise NetworkError(f"{host_of(current)} redirected to another host; refused")
         current = target
     raise NetworkError(f"too many redirects starting at {host_of(url)}")
+
+
+class BodyReader:
+    """A streamed response's body, read straight into the caller's buffer.
+
+    urllib3's ``read1`` returns a new ``bytes`` per call, copied out of http.client's: at
+    1 MiB a chunk that is an allocation (often a fresh mmap, 256 page faults) and one more
+    copy of every byte. Here one socket read lands in the caller's buffer, with the same
+    semantics (whatever has arrived, at most the buffer; 0 at the end of the body), so a
+    trickling server is still noticed at every read. Only for bodies that need no decoding
+    (the engine refuses any Content-Encoding first); errors come out as urllib3's own.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self._raw = response.raw
+        fp = getattr(self._raw, "_fp", None)
+        direct = isinstance(fp, http.client.HTTPResponse) and not fp.chunked
+        self._http: http.client.HTTPResponse | None = fp if direct else None
+
+    def readinto(self, buffer: memoryview) -> int:
+        body = self._http
+        if body is None:  # another transport, or a chunked body: urllib3's path, one copy more
+            data = self._raw.read1(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        if body.fp is None:  # http.client closed it: the body has ended
+            return 0
+        view = buffer if body.length is None else buffer[: body.length]
+        try:
+            count = body.fp.readinto1(view)
+        except TimeoutError as exc:
+            raise urllib3.exceptions.ReadTimeoutError(None, None, "Read timed out.") from exc  # type: ignore[arg-type]
+        except (http.client.HTTPException, OSError) as exc:
+            raise urllib3.exceptions.ProtocolError(f"Connection broken: {exc!r}", exc) from exc
+        if body.length is not None:
+            body.length -= count
+            if body.length == 0:
+                body.close()  # as http.client does at the end of a body it reads itself
+        return count
+
+    def finish(self) -> None:
+        """After the whole body was read: the connection goes back to the pool for the next
+        request (urllib3 does that only when its own read sees the end)."""
+        if self._http is not None and self._http.isclosed():
+            self._raw.release_conn()
 
 
 def describe_transport_error(exc: BaseException) -> str:
