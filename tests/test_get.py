@@ -214,8 +214,8 @@ def test_corrupt_mirror_is_dropped_and_origin_supplies_the_bytes(
     fake_hub: FakeHub, big: Path, cache: Path, tmp_path: Path
 ) -> None:
     later = random_file(tmp_path / "src", "z.bin", 300_000)
-    # One file at a time, in path order: config.json, then model.safetensors (corrupted by
-    # the mirror), then z.safetensors, which is only asked for after the mismatch.
+    # One file at a time, largest first: model.safetensors (corrupted by the mirror), then
+    # z.safetensors and config.json, which are only asked for after the mismatch.
     files = {"config.json": b"{}", "model.safetensors": big, "z.safetensors": later}
     fake_hub.add_repo("org/model", files)
     with FakeHub() as mirror:
@@ -236,12 +236,13 @@ def test_corrupt_mirror_is_dropped_and_origin_supplies_the_bytes(
     # After the mismatch the mirror got no request at all: it was dropped for the run.
     assert len(mirror_requests) == seen_at_mismatch[0]
     assert not [r for r in mirror_requests if "z.safetensors" in r.path]
+    assert not [r for r in mirror_requests if "config.json" in r.path]
     # The origin sent every byte of both LFS files, once, and is their reported source.
     assert fake_hub.bytes_sent("model.safetensors") == big.stat().st_size
     assert fake_hub.bytes_sent("z.safetensors") == later.stat().st_size
     sources = {f.path: f.source for f in result.files}
     assert sources == {
-        "config.json": mirror.url.removeprefix("http://"),
+        "config.json": fake_hub.url.removeprefix("http://"),
         "model.safetensors": fake_hub.url.removeprefix("http://"),
         "z.safetensors": fake_hub.url.removeprefix("http://"),
     }

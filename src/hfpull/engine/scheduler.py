@@ -102,8 +102,13 @@ class Engine:
         self._watch = LeaseWatch(lease)  # one per run: a silent owner's lease spans our polls
 
     def download(self, groups: Iterable[list[RemoteFile]]) -> list[BlobOutcome]:
-        """Fetch each group (files sharing one blob) and publish it; raise the first failure."""
-        groups = list(groups)
+        """Fetch each group (files sharing one blob) and publish it; raise the first failure.
+
+        Largest blobs start first: a big file then streams beside the many small ones instead
+        of starting alone after them (bench_suite S3: 500 small files, then a 100 MiB file
+        that began at 2.06 s of 2.34). Small files still get the connections they wait for:
+        a big file's extra connections yield to any file waiting for its first."""
+        groups = sorted(groups, key=lambda group: group[0].size, reverse=True)
         if not groups:
             return []
         ensure_dirs(self.layout.disk_root, self.layout.partial_dir)
