@@ -212,3 +212,36 @@ def test_pinned_connections_1_is_one_stream_for_the_whole_run(
     cdn = [r for r in fake_hub.requests if r.server == "cdn"]
     assert len(cdn) == 2  # one request per file, each for the whole file
     assert sorted(r.headers["range"] for r in cdn) == ["bytes=0-6291455"] * 2
+
+
+def test_the_largest_blob_starts_first(fake_hub: FakeHub, tmp_path: Path, cache: Path) -> None:
+    # Listing order puts the big file last; with one file at a time it must still go first,
+    # so that it streams beside the small files instead of starting alone after them.
+    files: dict[str, bytes | Path] = {f"a{i:02d}.json": b"{}" * (i + 1) for i in range(6)}
+    files["z.safetensors"] = random_file(tmp_path / "src", "z", 2 * MiB)
+    fake_hub.add_repo("org/mixed", files)
+    settings = fast_settings(fake_hub.url, cache, connections=1, max_workers=1)
+    download("org/mixed", settings=settings)
+    fetched = [
+        r.path.rsplit("/", 1)[-1]
+        for r in fake_hub.requests
+        if r.server == "hub" and r.method == "GET" and "/resolve/" in r.path
+    ]
+    assert fetched[0] == "z.safetensors", fetched
+    assert sorted(fetched) == sorted(files)
+
+
+def test_one_connection_is_kept_alive_across_pieces(
+    fake_hub: FakeHub, tmp_path: Path, cache: Path
+) -> None:
+    # Eight pieces in turn on one pinned connection: each body is read to its end into the
+    # engine's own buffer, and the connection must go back to the pool for the next piece.
+    big = random_file(tmp_path / "src", "model.safetensors", 8 * MiB)
+    fake_hub.add_repo("org/model", {"model.safetensors": big})
+    settings = fast_settings(
+        fake_hub.url, cache, connections=1, segment_size=1 * MiB, min_split=1 * MiB
+    )
+    path = download("org/model", settings=settings).path
+    assert sha256_of(Path(path) / "model.safetensors") == sha256_of(big)
+    assert len(cdn_ranges(fake_hub, "model.safetensors")) == 8
+    assert fake_hub.connections()["cdn"]["opened"] == 1
