@@ -233,7 +233,7 @@ SCENARIOS = (
     Scenario("S1", "one big file, WAN", s1_repo, WAN, SINGLE, link_check=True),
     Scenario("S2", "sharded model, WAN", s2_repo, WAN, MULTI),
     Scenario("S3", "many small files + one, 40 ms", s3_repo, LATENCY_ONLY, MULTI),
-    Scenario("S4", "one file, no caps", s4_repo, OPEN, (*SINGLE, "curl+sha256sum")),
+    Scenario("S4", "one file, no caps", s4_repo, OPEN, (*SINGLE, "curl+sha256sum", "curl+fsync")),
     Scenario("S5", "resume after SIGKILL at 50%, WAN", s5_repo, WAN, SINGLE, resume=True),
 )
 TOOL_KEYS = ("hfpull", "hf", "aria2c", "curl")
@@ -290,6 +290,13 @@ def tools() -> dict[str, Tool]:
             "plain",
             curl if shutil.which("sha256sum") else None,
         ),
+        "curl+fsync": Tool(
+            "curl+fsync",
+            "curl + fsync",
+            "curl as above, then `sync FILE` (durable on disk, as hfpull's publish is)",
+            "plain",
+            curl if shutil.which("sync") else None,
+        ),
     }
 
 
@@ -322,7 +329,8 @@ def command(
     url = f"{hub.url}/{repo.repo_id}/resolve/main/{name}"
     if tool.key == "curl":
         return [*curl, url], env
-    return ["sh", "-c", '"$@" && sha256sum "$0" >/dev/null', str(out), *curl, url], env
+    then = 'sha256sum "$0" >/dev/null' if tool.key == "curl+sha256sum" else 'sync "$0"'
+    return ["sh", "-c", f'"$@" && {then}', str(out), *curl, url], env
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -613,7 +621,9 @@ def render(
         "fake Hub sent ÷ repo bytes (median). hfpull ÷ tool: hfpull's MB/s ÷ the tool's.",
         "- aria2c: the time includes one listing request (curl) as hfd.sh makes; the input "
         "file is written before the clock starts. curl runs in single-file scenarios only; in "
-        "S4 curl + sha256sum adds the verification hfpull always does.",
+        "S4 curl + sha256sum adds the verification hfpull always does; curl + fsync the "
+        "durability (hfpull fsyncs every blob before it renames it into place; curl leaves "
+        "the file in the page cache for the kernel to write after it exits).",
         "- The fake Hub runs in Python on the same 2 cores as the tools: see its CPU column "
         "when a tool seems capped below the link.",
     ]
@@ -684,7 +694,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     if not set(names) <= set(TOOL_KEYS):
         parser.error(f"--tools: choose from {list(TOOL_KEYS)}")
     if "curl" in names:
-        names.append("curl+sha256sum")
+        names += ["curl+sha256sum", "curl+fsync"]
     scenarios = tuple(s for s in SCENARIOS if s.key in picked)
     return Config(sizes, runs, scenarios, tuple(names), args.serve, args.quick, args.out,
                   args.json_out)  # fmt: skip

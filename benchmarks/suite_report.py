@@ -74,7 +74,7 @@ class Row:
     title: str
     nbytes: int  # repo bytes
     link: Link
-    tool: str  # "hfpull", "hf", "aria2c", "curl", "curl+sha256sum"
+    tool: str  # "hfpull", "hf", "aria2c", "curl", "curl+sha256sum", "curl+fsync"
     label: str  # as printed
     settings: str
     runs: list[Run] = field(default_factory=list)
@@ -170,6 +170,13 @@ def targets(rows: Sequence[Row], help_seconds: Sequence[float]) -> list[Target]:
         _speed_target(rows, "S3", "hf", HF_FACTOR_S3, f"S3 ≥ {HF_FACTOR_S3:g}× hf download"),
         _speed_target(
             rows, "S4", "curl", CURL_SHARE_S4, f"S4 ≥ {CURL_SHARE_S4:g}× curl's throughput"
+        ),
+        _speed_target(
+            rows,
+            "S4",
+            "curl+fsync",
+            CURL_SHARE_S4,
+            f"S4 ≥ {CURL_SHARE_S4:g}× curl + fsync (the same durability; a reference)",
         ),
     ]
     s5 = _find(rows, "S5", HFPULL)
