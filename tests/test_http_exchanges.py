@@ -13,7 +13,7 @@ from hfpull.errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
-from hfpull.hub.http import error_from_response, origin, request_following_redirects
+from hfpull.hub.http import BodyReader, error_from_response, origin, request_following_redirects
 
 HUB = "https://hub.example"
 CDN = "https://cdn.example"
@@ -86,3 +86,19 @@ def test_error_mapping_follows_x_error_code() -> None:
     assert isinstance(invalid, InvalidTokenError)
     for transient in (429, 500, 502, 503, 504, 408):
         assert _error(transient, {}) is None
+
+
+@responses.activate
+def test_body_reader_on_another_transport_reads_the_whole_body_in_buffer_sized_parts() -> None:
+    # responses' bodies are not http.client's: the reader takes urllib3's own path.
+    body = bytes(range(256)) * 40  # 10,240 bytes
+    responses.add(responses.GET, "https://cdn.example/blob", body=body)
+    response = requests.get("https://cdn.example/blob", stream=True, timeout=5)
+    reader = BodyReader(response)
+    buffer = memoryview(bytearray(4096))
+    got = bytearray()
+    while count := reader.readinto(buffer):
+        assert count <= len(buffer)
+        got += buffer[:count]
+    reader.finish()
+    assert bytes(got) == body
